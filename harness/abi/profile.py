@@ -1,0 +1,144 @@
+"""Profiles: one TOML data file per uAPI revision, under harness/abi/profiles/.
+
+A profile may inherit another and add or replace symbols; struct offsets follow the C
+layout rules of the uapi headers (natural alignment), so a profile lists only types.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from harness.abi.facts import CTYPES, FD_KINDS, AbiFacts, Field, Ioctl, Struct
+from harness.abi.ioc import Dir, IocEncoding, host_encoding
+from harness.errors import ProfileUnknown
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+DEFAULT_PROFILE = "released"
+KVMIO = 0xAE
+
+
+def known_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+@cache
+def _raw(name: str) -> dict[str, Any]:
+    path = PROFILE_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise ProfileUnknown(f"unknown profile {name!r}; known profiles: {', '.join(known_profiles())}")
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    parent = data.get("inherits")
+    if parent is None:
+        return data
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in _raw(parent).items()}
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    for symbol in data.get("removes", []):
+        for table in ("ioctls", "caps", "constants", "structs", "model_caps"):
+            merged.get(table, {}).pop(symbol, None)
+    return merged
+
+
+def c_layout(name: str, spec: list[Mapping[str, Any]]) -> Struct:
+    """Offsets and size by the C rules: each member at its natural alignment, the
+    struct padded to its largest member's alignment."""
+    fields: list[Field] = []
+    pos = 0
+    align_max = 1
+    for f in spec:
+        probe = Field(f["name"], f["type"], 0, int(f.get("count", 1)), f.get("role", "in"))
+        align = probe.elem_size
+        align_max = max(align_max, align)
+        pos = (pos + align - 1) // align * align
+        fields.append(Field(probe.name, probe.type, pos, probe.count, probe.role))
+        pos += probe.size
+    size = (pos + align_max - 1) // align_max * align_max
+    return Struct(name, size, tuple(fields))
+
+
+def _per_fd(value: str | Mapping[str, str] | None, fds: tuple[str, ...]) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return dict.fromkeys(fds, value)
+    return dict(value)
+
+
+def build_ioctl(name: str, spec: Mapping[str, Any], structs: Mapping[str, Struct], enc: IocEncoding) -> Ioctl:
+    direction = Dir.from_macro(spec["dir"])
+    struct = spec.get("struct")
+    fds = tuple(spec.get("fds", ["vm"]))
+    unknown = set(fds) - set(FD_KINDS)
+    if unknown:
+        raise ValueError(f"{name}: unknown fd kinds {sorted(unknown)}")
+    size = structs[struct].size if struct else 0
+    return Ioctl(
+        name=name,
+        direction=direction,
+        nr=int(spec["nr"]),
+        struct=struct,
+        number=enc.ioc(direction, KVMIO, int(spec["nr"]), size),
+        fds=fds,
+        caps=_per_fd(spec.get("cap"), fds),
+        attributes_caps=_per_fd(spec.get("attributes_cap"), fds),
+        flags_cap=spec.get("flags_cap"),
+    )
+
+
+def load_profile(name: str = DEFAULT_PROFILE, encoding: IocEncoding | None = None) -> AbiFacts:
+    """The facts of profile `name`, encoded for `encoding` (default: this machine's)."""
+    raw = _raw(name)
+    enc = encoding or host_encoding()
+    structs = {sname: c_layout(sname, s["fields"]) for sname, s in raw.get("structs", {}).items()}
+    for s in structs.values():
+        for f in s.fields:
+            if f.type not in CTYPES:
+                raise ValueError(f"profile {name}: {s.name}.{f.name} has unknown type {f.type}")
+    ioctls = {iname: build_ioctl(iname, spec, structs, enc) for iname, spec in raw.get("ioctls", {}).items()}
+    return AbiFacts(
+        source=f"profile {name}",
+        profile=name,
+        encoding=enc,
+        structs=structs,
+        ioctls=ioctls,
+        caps=dict(raw.get("caps", {})),
+        constants=dict(raw.get("constants", {})),
+        cap_mirrors=dict(raw.get("cap_mirrors", {})),
+        model_caps=dict(raw.get("model_caps", {})),
+    )
+
+
+def profile_summary(name: str) -> str:
+    return str(_raw(name).get("summary", name))
+
+
+def catalogue(encoding: IocEncoding | None = None) -> AbiFacts:
+    """Every symbol any profile defines, later revisions last: the layouts from which
+    cases are generated even when the active revision lacks a surface, so that runs of
+    two revisions have the same case ids and compare cleanly."""
+    facts = [load_profile(n, encoding) for n in ["released", *[p for p in known_profiles() if p != "released"]]]
+    structs: dict[str, Struct] = {}
+    ioctls: dict[str, Ioctl] = {}
+    for f in reversed(facts):
+        for k, s in f.structs.items():
+            structs.setdefault(k, s)
+        for k, i in f.ioctls.items():
+            ioctls.setdefault(k, i)
+    base = facts[0]
+    return AbiFacts(
+        source="catalogue of all profiles",
+        profile="catalogue",
+        encoding=base.encoding,
+        structs=structs,
+        ioctls=ioctls,
+        caps={k: v for f in facts for k, v in f.caps.items()},
+        constants={k: v for f in facts for k, v in f.constants.items()},
+    )

@@ -1,0 +1,146 @@
+"""Backends: what answers the harness's system calls.
+
+The kernel backend issues real system calls on this machine's `/dev/kvm`. Every
+backend has the same surface, so the suites run unchanged against any of them. Calls
+return a non-negative result or a negative errno, as the kernel's own handlers do:
+nothing is raised on the fast path, and errno is exact.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from typing import Any, Protocol
+
+
+class Backend(Protocol):
+    """The system calls the harness makes on KVM fds."""
+
+    name: str
+
+    def open(self, path: str) -> int: ...
+    def ioctl(self, fd: int, request: int, arg: int) -> int: ...
+    def close(self, fd: int) -> None: ...
+    def fstat(self, fd: int) -> os.stat_result: ...
+    def read(self, fd: int, addr: int, length: int) -> int: ...
+    def write(self, fd: int, addr: int, length: int) -> int: ...
+    def pread(self, fd: int, addr: int, length: int, offset: int) -> int: ...
+    def pwrite(self, fd: int, addr: int, length: int, offset: int) -> int: ...
+    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int: ...
+    def munmap(self, addr: int, length: int) -> int: ...
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int: ...
+
+
+libc = ctypes.CDLL(None)
+_errno_location = libc.__errno_location
+_errno_location.restype = ctypes.POINTER(ctypes.c_int)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def last_errno() -> int:
+    """errno of the calling thread, read straight after a failed libc call.
+
+    Functions bound without `use_errno` leave errno alone, and CPython restores
+    errno around taking the GIL, so the value is the failed call's own.
+    """
+    return int(_errno_location().contents.value)
+
+
+def _fn(name: str, restype: type, argtypes: list[type] | None) -> Any:
+    fn = getattr(libc, name)
+    fn.restype = restype
+    if argtypes is not None:
+        fn.argtypes = argtypes
+    return fn
+
+
+# ioctl stays without argtypes: converting arguments is most of a call's cost. The
+# request is an int (the kernel reads `unsigned int cmd`); the argument is passed as
+# c_ulong so 64-bit values and pointers reach the kernel unchanged.
+_ioctl = _fn("ioctl", ctypes.c_int, None)
+_read = _fn("read", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t])
+_write = _fn("write", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t])
+_pread = _fn("pread", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64])
+_pwrite = _fn("pwrite", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64])
+_mmap = _fn("mmap", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64])
+_munmap = _fn("munmap", ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t])
+_mprotect = _fn("mprotect", ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int])
+_fallocate = _fn("fallocate", ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
+_c_ulong = ctypes.c_ulong
+
+
+def _ret(r: int) -> int:
+    return r if r >= 0 else -last_errno()
+
+
+def mmap_anon(length: int, prot: int) -> int:
+    """Private anonymous memory for the harness's own buffers; raises on failure."""
+    addr = _mmap(None, length, prot, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
+    if addr is None or addr == _MAP_FAILED:
+        err = last_errno()
+        raise OSError(err, f"mmap of {length} bytes: {os.strerror(err)}")
+    return int(addr)
+
+
+def mprotect(addr: int, length: int, prot: int) -> None:
+    if _mprotect(addr, length, prot) != 0:
+        err = last_errno()
+        raise OSError(err, f"mprotect: {os.strerror(err)}")
+
+
+def munmap(addr: int, length: int) -> int:
+    return _ret(_munmap(addr, length))
+
+
+class KernelBackend:
+    """The running kernel, through libc."""
+
+    name = "kernel"
+
+    def open(self, path: str) -> int:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+    def ioctl(self, fd: int, request: int, arg: int) -> int:
+        r: int = _ioctl(fd, request, _c_ulong(arg))
+        return r if r >= 0 else -last_errno()
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def fstat(self, fd: int) -> os.stat_result:
+        return os.fstat(fd)
+
+    def read(self, fd: int, addr: int, length: int) -> int:
+        return _ret(_read(fd, addr, length))
+
+    def write(self, fd: int, addr: int, length: int) -> int:
+        return _ret(_write(fd, addr, length))
+
+    def pread(self, fd: int, addr: int, length: int, offset: int) -> int:
+        return _ret(_pread(fd, addr, length, offset))
+
+    def pwrite(self, fd: int, addr: int, length: int, offset: int) -> int:
+        return _ret(_pwrite(fd, addr, length, offset))
+
+    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
+        addr = _mmap(None, length, prot, flags, fd, offset)
+        if addr is None or addr == _MAP_FAILED:
+            return -last_errno()
+        return int(addr)
+
+    def munmap(self, addr: int, length: int) -> int:
+        return munmap(addr, length)
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
+        return _ret(_fallocate(fd, mode, offset, length))
+
+
+def errno_name(code: int) -> str:
+    """EINVAL for 22 (or -22); the number itself only when the name is unknown."""
+    return errno.errorcode.get(abs(code), f"errno {abs(code)}")
+
+
+def describe(result: int) -> str:
+    """A raw call's result for people: "EINVAL" or "0 (success)"."""
+    return errno_name(result) if result < 0 else f"{result} (success)"

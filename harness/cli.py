@@ -1,0 +1,126 @@
+"""`kvmconf`: run the conformance suite, or the project's own tests.
+
+Bad input ends with one line on stderr and a distinct exit code (see README); no
+traceback, and no half-written run folder under reports/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.abi.profile import DEFAULT_PROFILE, known_profiles, load_profile
+from harness.errors import KvmconfError, ProfileUnknown
+from harness.expectations import load as load_expectations
+from harness.runs import REPORTS, ROOT, RunFolder
+from harness.target import check_device, load_facts
+
+EPILOG = "Exit codes: pytest's (0 passed, 1 a check failed, 2 interrupted, 5 no cases) or kvmconf's (README: Exit codes)."
+
+
+def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="test this machine's kernel and write the reports", epilog=EPILOG)
+    p.add_argument("--kvm-device", default="/dev/kvm", metavar="PATH", help="KVM device node (default: /dev/kvm)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME",
+                   help=f"uAPI revision: {', '.join(known_profiles())} (default: {DEFAULT_PROFILE})")
+    p.add_argument("--kvm-header", metavar="PATH", help="a kernel's uapi linux/kvm.h, probed with gcc; overrides the profile's numbers")
+    p.add_argument("--expectations", metavar="PATH",
+                   help="known findings (TOML); default: the file in expectations/ matching uname -r; 'none' for no file")
+    p.add_argument("--backend", default="kernel", help="what answers the calls: kernel or model (default: kernel)")
+    p.add_argument("--mutant", metavar="NAME", help="with --backend model: a deliberate deviation of the model")
+    p.add_argument("-n", "--workers", default="auto", metavar="N",
+                   help="parallel pytest-xdist workers: a number, 0 for none, or auto = one per core (default: auto)")
+    p.add_argument("-k", dest="keyword", metavar="EXPR", help="only cases whose id matches this pytest -k expression")
+    p.add_argument("--reports", default=str(REPORTS), metavar="DIR", help="where run folders go (default: reports/)")
+    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kvmconf", description="Conformance suite for the KVM memory-attributes and guest_memfd uAPI.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    t = sub.add_parser("test", help="run the project's own tests (no kernel needed for most)")
+    t.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    return parser
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Everything a user can get wrong, checked before a run folder exists."""
+    if args.profile not in known_profiles():
+        raise ProfileUnknown(f"unknown profile {args.profile!r}; known profiles: {', '.join(known_profiles())}")
+    load_profile(args.profile)
+    load_facts(args.profile, args.kvm_header)
+    if args.expectations and args.expectations != "none":
+        load_expectations(Path(args.expectations))
+    if args.backend == "kernel":
+        check_device(args.kvm_device)
+
+
+def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
+    argv = [
+        str(ROOT / "suites"),
+        f"--rootdir={ROOT}",
+        "-p", "no:cacheprovider",
+        f"--kvm-device={args.kvm_device}",
+        f"--profile={args.profile}",
+        f"--backend={args.backend}",
+        f"--html={out / 'report.html'}",
+        "--self-contained-html",
+        f"--junitxml={out / 'junit.xml'}",
+        "-o", "junit_family=xunit2",
+        "-q",
+    ]
+    if args.kvm_header:
+        argv.append(f"--kvm-header={Path(args.kvm_header).resolve()}")
+    if args.expectations:
+        argv.append(f"--expectations={args.expectations}")
+    if args.mutant:
+        argv.append(f"--mutant={args.mutant}")
+    if args.workers not in ("0", "1"):
+        argv += ["-n", args.workers]
+    if args.keyword:
+        argv += ["-k", args.keyword]
+    return argv + list(args.pytest_args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    validate(args)
+    run = RunFolder(Path(args.reports))
+    try:
+        code = int(pytest.main(suite_args(args, run.path)))
+    except BaseException:
+        run.mark_incomplete("the run stopped before pytest finished")
+        raise
+    if code in (3, 4) or code >= 9:  # internal or usage error: nothing worth keeping
+        run.abandon()
+        return code
+    final = run.finish()
+    print(f"reports: {final}")
+    return code
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    return int(pytest.main([str(ROOT / "tests"), f"--rootdir={ROOT}", *args.pytest_args]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.chdir(ROOT)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_test(args)
+    except KvmconfError as e:
+        print(f"kvmconf: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("kvmconf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Known findings per kernel: a TOML file per kernel, picked by `uname -r` or given.
+
+Each finding lists case-id patterns (`*` is the only wildcard; brackets are literal, as
+in `reserved[3]`) and the reason. Matching cases become strict xfails: a kernel that
+fixes the finding turns them into failures, so the file gets updated.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import ExpectationsMalformed
+from harness.rules import KernelData
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
+
+
+@dataclass(frozen=True)
+class Finding:
+    patterns: tuple[str, ...]
+    reason: str
+
+    def regexes(self) -> list[re.Pattern[str]]:
+        return [re.compile("^" + ".*".join(re.escape(p) for p in pat.split("*")) + "$") for pat in self.patterns]
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """A kernel's known findings and the errnos on which released kernels differ."""
+
+    path: str | None
+    kernel: str
+    findings: tuple[Finding, ...] = ()
+    kernel_data: KernelData = field(default_factory=KernelData)
+
+    def finding_for(self, case_id: str) -> Finding | None:
+        for f in self.findings:
+            if any(r.match(case_id) for r in f.regexes()):
+                return f
+        return None
+
+
+NONE = Expectations(None, "no expectations file")
+
+
+def _errno(path: Path, key: str, value: object) -> int:
+    if isinstance(value, str) and value in errno.__dict__ and value.startswith("E"):
+        return int(getattr(errno, value))
+    raise ExpectationsMalformed(f"{path}: [kernel_data] {key} = {value!r} is not an errno name such as \"EEXIST\"")
+
+
+def load(path: Path) -> Expectations:
+    """Parse one expectations file; any defect is one line naming the file and the key."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ExpectationsMalformed(f"--expectations {path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ExpectationsMalformed(f"{path}: malformed TOML: {e}") from None
+    except OSError as e:
+        raise ExpectationsMalformed(f"{path}: cannot be read: {e.strerror}") from None
+    kernel = data.get("kernel", {})
+    if not isinstance(kernel, dict) or not isinstance(kernel.get("name"), str):
+        raise ExpectationsMalformed(f"{path}: needs a [kernel] table with name = \"...\"")
+    findings = []
+    for i, f in enumerate(data.get("finding", [])):
+        cases, reason = f.get("cases"), f.get("reason")
+        if not (isinstance(cases, list) and cases and all(isinstance(c, str) for c in cases)) or not isinstance(reason, str):
+            raise ExpectationsMalformed(f"{path}: [[finding]] #{i + 1} needs cases = [\"pattern\", ...] and reason = \"...\"")
+        findings.append(Finding(tuple(cases), reason))
+    kd = data.get("kernel_data", {})
+    unknown = set(kd) - {"range_bound_errno"}
+    if unknown:
+        raise ExpectationsMalformed(f"{path}: unknown [kernel_data] keys {sorted(unknown)}")
+    kernel_data = KernelData(**{k: _errno(path, k, v) for k, v in kd.items()})
+    return Expectations(str(path), str(kernel["name"]), tuple(findings), kernel_data)
+
+
+def for_release(release: str, directory: Path = EXPECTATIONS_DIR) -> Expectations:
+    """The file whose `release` pattern (a regex) matches `uname -r`, else none."""
+    for path in sorted(directory.glob("*.toml")):
+        exp = load(path)
+        with path.open("rb") as fh:
+            pattern = tomllib.load(fh)["kernel"].get("release")
+        if isinstance(pattern, str) and re.search(pattern, release):
+            return exp
+    return NONE

@@ -1,0 +1,133 @@
+"""The pytest plugin: options, the session's target, case tables and known findings.
+
+The caps are probed once, in the xdist controller (or the only process), and handed
+to every worker, so all workers parametrize from the same answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import tables
+from harness.abi.profile import DEFAULT_PROFILE
+from harness.backends import backend_names, make_backend
+from harness.caps import CapTable
+from harness.errors import ExpectationsUnknownCases, KvmconfError
+from harness.expectations import NONE, Expectations, for_release, load
+from harness.surfaces import Case
+from harness.target import Target, check_device, load_facts, make_target
+
+TARGET_KEY = pytest.StashKey[Target]()
+EXPECT_KEY = pytest.StashKey[Expectations]()
+CaseTable = Callable[[Target], list[Case]]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("kvmconf", "KVM uAPI conformance")
+    g.addoption("--kvm-device", default="/dev/kvm", help="KVM device node to test (default: /dev/kvm)")
+    g.addoption("--profile", default=DEFAULT_PROFILE, help="uAPI revision whose ABI facts and rules apply (default: released)")
+    g.addoption("--kvm-header", default=None, help="a kernel's uapi linux/kvm.h; its numbers and layouts override the profile's")
+    g.addoption("--expectations", default=None, help="known findings (TOML); default: the file matching uname -r")
+    g.addoption("--backend", default="kernel", choices=backend_names(), help="what answers the calls (default: kernel)")
+    g.addoption("--mutant", default=None, help="model backend only: run against this deliberate deviation")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cases(name): parametrize `case` from harness.tables.<name>, built from the ABI facts and caps")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "kvmconf-xdist")
+
+
+class _XdistHooks:
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["kvmconf_caps"] = json.dumps(target_of(node.config).caps.to_json())
+
+
+def _abort(err: KvmconfError) -> None:
+    pytest.exit(str(err), returncode=err.exit_code)
+
+
+def kernel_release(config: pytest.Config) -> str:
+    return os.environ.get("KVMCONF_KERNEL") or os.uname().release
+
+
+def how_it_ran() -> str:
+    guest = os.environ.get("KVMCONF_GUEST")
+    return f"QEMU ({guest})" if guest else "this machine"
+
+
+def target_of(config: pytest.Config) -> Target:
+    """The session's target, built on first use (collection needs its caps)."""
+    if TARGET_KEY in config.stash:
+        return config.stash[TARGET_KEY]
+    opt = config.getoption
+    try:
+        facts = load_facts(opt("profile"), opt("kvm_header"))
+        backend = make_backend(opt("backend"), facts, opt("mutant"))
+        release = backend.release if hasattr(backend, "release") else kernel_release(config)
+        exp = expectations_of(config, release)
+        worker = getattr(config, "workerinput", None)
+        if worker is not None and "kvmconf_caps" in worker:
+            caps = CapTable.from_json(json.loads(worker["kvmconf_caps"]))
+            target = Target(backend, facts, opt("kvm_device"), caps, release, how_it_ran())
+        else:
+            if backend.name == "kernel":
+                check_device(opt("kvm_device"))
+            target = make_target(backend, facts, opt("kvm_device"), how_it_ran(), release)
+        target.kernel_data = exp.kernel_data
+    except KvmconfError as e:
+        _abort(e)
+        raise
+    config.stash[TARGET_KEY] = target
+    return target
+
+
+def expectations_of(config: pytest.Config, release: str) -> Expectations:
+    if EXPECT_KEY not in config.stash:
+        path = config.getoption("expectations")
+        config.stash[EXPECT_KEY] = load(Path(path)) if path else (for_release(release) if config.getoption("backend") == "kernel" else NONE)
+    return config.stash[EXPECT_KEY]
+
+
+@pytest.fixture(scope="session")
+def target(pytestconfig: pytest.Config) -> Iterator[Target]:
+    t = target_of(pytestconfig)
+    yield t
+    t.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("cases")
+    if marker is None:
+        return
+    table: CaseTable = getattr(tables, marker.args[0])
+    cases = table(target_of(metafunc.config))
+    metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Known findings become strict xfails; a finding that names no case is an error."""
+    if not any(item.get_closest_marker("cases") for item in items):
+        return
+    exp = expectations_of(config, target_of(config).kernel)
+    matched: set[int] = set()
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        finding = exp.finding_for(callspec.id) if callspec is not None else None
+        if finding is not None:
+            matched.add(exp.findings.index(finding))
+            item.add_marker(pytest.mark.xfail(strict=True, reason=f"known finding: {finding.reason}"))
+    suites = {Path(p).name for p in Path(__file__).resolve().parent.parent.glob("suites/test_*.py")}
+    collected = {Path(str(item.fspath)).name for item in items}
+    if suites <= collected:
+        unknown = [p for i, f in enumerate(exp.findings) if i not in matched for p in f.patterns]
+        if unknown:
+            _abort(ExpectationsUnknownCases(f"{exp.path}: findings name cases that do not exist: {', '.join(unknown)}"))

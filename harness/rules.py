@@ -1,0 +1,296 @@
+"""The expected answer of each ioctl, from the spec (`spec/uapi.md`) and api.rst.
+
+Each rule is a small function from an input to an `Expect`: success, or which errno,
+and the clause of the spec that decided. Clauses are tried in the kernel's order, so
+an input that breaks two clauses gets the errno of the first. The tests, the
+property-based cases and the HTML's failure explanations all ask these functions;
+nothing else knows an expected errno. Which clauses apply is data: the struct's
+reserved words come from the ABI facts, accepted bits from the caps.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from harness.abi.facts import Struct
+
+U64 = (1 << 64) - 1
+S64_MAX = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class Expect:
+    """An expected answer: errno 0 means success; `clause` is the spec's words."""
+
+    errno: int
+    rule: str
+    clause: str
+
+    @property
+    def ok(self) -> bool:
+        return self.errno == 0
+
+    def matches(self, result: int) -> bool:
+        return result >= 0 if self.ok else result == -self.errno
+
+    def __str__(self) -> str:
+        return "success" if self.ok else errno.errorcode[self.errno]
+
+
+@dataclass(frozen=True)
+class KernelData:
+    """Answers on which released kernels differ: per-kernel data, never test code.
+
+    `range_bound_errno`: binding a guest_memfd range that another slot already binds
+    (EEXIST on 7.3, EINVAL on 6.18).
+    """
+
+    range_bound_errno: int = errno.EEXIST
+
+
+def aligned(value: int, page: int) -> bool:
+    return value % page == 0
+
+
+def wraps(a: int, b: int) -> bool:
+    """a + b overflows unsigned 64-bit arithmetic."""
+    return (a & U64) + (b & U64) > U64
+
+
+def as_s64(v: int) -> int:
+    v &= U64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def _reserved_set(struct: Struct, values: Mapping[str, int]) -> str | None:
+    for w in struct.reserved_words():
+        if values.get(w.label, 0):
+            return w.label
+    return None
+
+
+@dataclass(frozen=True)
+class MemoryAttributesInput:
+    """`kvm_memory_attributes{,2}` as sent: word labels to values (missing = 0)."""
+
+    values: Mapping[str, int]
+    struct: Struct
+    supported_attributes: int
+    page: int
+    allowed_flags: int = 0
+    file_size: int | None = None  # set when sent through a guest_memfd fd
+    checks_reserved: bool = True
+
+    def get(self, name: str) -> int:
+        return self.values.get(name, 0) & U64
+
+
+PAST_FILE_END = "offset + size past the end of the guest_memfd file → EINVAL"
+# The documented differences between the VM fd and the guest_memfd fd ("offset versus
+# address, bounds of the file"): clauses that only a guest_memfd fd has.
+GUEST_MEMFD_ONLY_CLAUSES = frozenset({PAST_FILE_END})
+
+
+def set_memory_attributes(a: MemoryAttributesInput) -> Expect:
+    """KVM_SET_MEMORY_ATTRIBUTES and KVM_SET_MEMORY_ATTRIBUTES2 on a VM or guest_memfd fd.
+
+    api.rst / spec: "flags ≠ 0 → EINVAL; attributes outside what the VM supports →
+    EINVAL; size 0 or address+size wraps → EINVAL; address or size not page aligned →
+    EINVAL"; the seed adds "any reserved[i] ≠ 0 → EINVAL" for v2; through a guest_memfd
+    `address` is a file offset and the range must lie inside the file.
+    """
+    rule = f"{a.struct.name} rules"
+    addr, size = a.get("address"), a.get("size")
+    if a.get("flags") & ~a.allowed_flags:
+        return Expect(errno.EINVAL, rule, "flags outside the advertised flags (0 when none) → EINVAL")
+    if a.get("attributes") & ~a.supported_attributes:
+        return Expect(errno.EINVAL, rule, "attributes outside what the VM supports → EINVAL")
+    if size == 0:
+        return Expect(errno.EINVAL, rule, "size 0 → EINVAL")
+    if wraps(addr, size):
+        return Expect(errno.EINVAL, rule, "address + size wraps → EINVAL")
+    if not aligned(addr, a.page) or not aligned(size, a.page):
+        return Expect(errno.EINVAL, rule, "address or size not page aligned → EINVAL")
+    if a.checks_reserved:
+        label = _reserved_set(a.struct, a.values)
+        if label is not None:
+            return Expect(errno.EINVAL, rule, f"{label} ≠ 0 → EINVAL (reserved words must be zero)")
+    if a.file_size is not None and addr + size > a.file_size:
+        return Expect(errno.EINVAL, rule, PAST_FILE_END)
+    return Expect(0, rule, "a valid range and supported attributes → 0")
+
+
+def create_guest_memfd(values: Mapping[str, int], struct: Struct, supported_flags: int, page: int) -> Expect:
+    """KVM_CREATE_GUEST_MEMFD: "flags outside KVM_CAP_GUEST_MEMFD_FLAGS → EINVAL; size ≤ 0
+    as a signed 64-bit value, or not page aligned → EINVAL; returns a new fd"; by the
+    hygiene rules, "check all unused fields ... for zero, reject otherwise"."""
+    rule = "KVM_CREATE_GUEST_MEMFD rules"
+    flags, size = values.get("flags", 0) & U64, values.get("size", 0) & U64
+    if flags & ~supported_flags:
+        return Expect(errno.EINVAL, rule, "flags outside KVM_CAP_GUEST_MEMFD_FLAGS → EINVAL")
+    if as_s64(size) <= 0:
+        return Expect(errno.EINVAL, rule, "size ≤ 0 as a signed 64-bit value → EINVAL")
+    if not aligned(size, page):
+        return Expect(errno.EINVAL, rule, "size not page aligned → EINVAL")
+    label = _reserved_set(struct, values)
+    if label is not None:
+        return Expect(errno.EINVAL, rule, f"{label} ≠ 0 → EINVAL (unused fields must be zero)")
+    return Expect(0, rule, "valid size and advertised flags → a new guest_memfd fd")
+
+
+def create_vm(vm_type: int, vm_types: int) -> Expect:
+    """KVM_CREATE_VM: "type not in KVM_CAP_VM_TYPES bitmask → EINVAL"."""
+    rule = "KVM_CREATE_VM rules"
+    if vm_type >= 64 or not (vm_types >> vm_type) & 1:
+        return Expect(errno.EINVAL, rule, "type not in the KVM_CAP_VM_TYPES bitmask → EINVAL")
+    return Expect(0, rule, "an advertised type → a new VM fd")
+
+
+MAX_GPA_BITS = 52  # no x86 guest addresses more; kvm_mmu_max_gfn() is at most this
+
+
+@dataclass(frozen=True)
+class MemslotInput:
+    """`kvm_userspace_memory_region2` as sent, with what the rules need to know."""
+
+    values: Mapping[str, int]
+    struct: Struct
+    page: int
+    flag_bits: Mapping[str, int]  # KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEM_GUEST_MEMFD
+    has_guest_memfd: bool = True
+    guest_memfd: str = "ok"  # "ok", "closed", "not-gmem", "other-vm"
+    file_size: int = 0
+    range_bound: bool = False
+    kernel: KernelData = field(default_factory=KernelData)
+
+    def get(self, name: str) -> int:
+        return self.values.get(name, 0) & U64
+
+    def valid_flags(self, flags: int) -> int:
+        """check_memory_region_flags(): LOG_DIRTY_PAGES and READONLY, or GUEST_MEMFD alone."""
+        gmem = self.flag_bits["KVM_MEM_GUEST_MEMFD"] if self.has_guest_memfd else 0
+        if flags & gmem:
+            return gmem
+        return self.flag_bits["KVM_MEM_LOG_DIRTY_PAGES"] | self.flag_bits["KVM_MEM_READONLY"] | gmem
+
+
+def set_user_memory_region2(m: MemslotInput) -> Expect:
+    """KVM_SET_USER_MEMORY_REGION2: "unknown flags → EINVAL"; memory_size, guest_phys_addr
+    and userspace_addr page aligned; no wrap of guest_phys_addr + memory_size; memory_size
+    0 deletes a slot (none there → EINVAL); an overlapping slot → EEXIST;
+    `KVM_MEM_GUEST_MEMFD` binds a guest_memfd range: "not an open fd → EBADF; not a
+    guest_memfd, or one of another VM → EINVAL; guest_memfd_offset not page aligned, or
+    offset + memory_size past the file's end → EINVAL; a file range already bound → EEXIST
+    on 7.3, EINVAL on 6.18"; by the hygiene rules pad1 and pad2 must be zero. Order as in
+    kvm_set_memory_region() and kvm_gmem_prepare_memory_region()."""
+    rule = "KVM_SET_USER_MEMORY_REGION2 rules"
+    flags = m.get("flags")
+    size, gpa, uaddr, off = m.get("memory_size"), m.get("guest_phys_addr"), m.get("userspace_addr"), m.get("guest_memfd_offset")
+    gmem = bool(flags & m.flag_bits["KVM_MEM_GUEST_MEMFD"])
+    label = _reserved_set(m.struct, m.values)
+    if label is not None:
+        return Expect(errno.EINVAL, rule, f"{label} ≠ 0 → EINVAL (padding must be zero)")
+    if flags & ~m.valid_flags(flags):
+        return Expect(errno.EINVAL, rule, "flags outside the valid memslot flags (GUEST_MEMFD only alone) → EINVAL")
+    if not aligned(size, m.page):
+        return Expect(errno.EINVAL, rule, "memory_size not page aligned → EINVAL")
+    if not aligned(gpa, m.page):
+        return Expect(errno.EINVAL, rule, "guest_phys_addr not page aligned → EINVAL")
+    if not aligned(uaddr, m.page) or wraps(uaddr, size) or uaddr + size > (1 << 47):
+        return Expect(errno.EINVAL, rule, "userspace_addr not page aligned or range not in user space → EINVAL")
+    if gmem and (not aligned(off, m.page) or wraps(off, size)):
+        return Expect(errno.EINVAL, rule, "guest_memfd_offset not page aligned, or offset + size wraps → EINVAL")
+    if wraps(gpa, size):
+        return Expect(errno.EINVAL, rule, "guest_phys_addr + memory_size wraps → EINVAL")
+    if size // m.page > (1 << 31) - 1:
+        return Expect(errno.EINVAL, rule, "more than KVM_MEM_MAX_NR_PAGES pages → EINVAL")
+    if size == 0:
+        return Expect(errno.EINVAL, rule, "memory_size 0 deletes a slot; with no slot there → EINVAL")
+    if gmem:
+        if m.guest_memfd == "closed":
+            return Expect(errno.EBADF, rule, "guest_memfd not an open fd → EBADF")
+        if m.guest_memfd in ("not-gmem", "other-vm"):
+            return Expect(errno.EINVAL, rule, "an fd that is not a guest_memfd of this VM → EINVAL")
+        if off + size > m.file_size:
+            return Expect(errno.EINVAL, rule, "guest_memfd_offset + memory_size past the file's end → EINVAL")
+    if gpa + size > (1 << MAX_GPA_BITS):
+        return Expect(errno.EINVAL, rule, "guest_phys_addr + memory_size beyond the guest's physical address width → EINVAL")
+    if gmem and m.range_bound:
+        return Expect(m.kernel.range_bound_errno, rule, "file range already bound to another slot → per-kernel errno")
+    return Expect(0, rule, "a valid slot → 0")
+
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_MODE_MASK = 0x7E  # PUNCH_HOLE, NO_HIDE_STALE, COLLAPSE, ZERO, INSERT, UNSHARE, WRITE_ZEROES
+
+
+def guest_memfd_fallocate(mode: int, offset: int, length: int, file_size: int, page: int) -> Expect:
+    """fallocate on a guest_memfd: "a mode without FALLOC_FL_KEEP_SIZE, or with bits other
+    than KEEP_SIZE | PUNCH_HOLE → EOPNOTSUPP; offset or length not page aligned → EINVAL;
+    allocating past the file's end → EINVAL; punching a hole at or past the end → 0",
+    after the VFS's own checks (vfs_fallocate: negative offset or length ≤ 0 → EINVAL,
+    offset + length past LLONG_MAX → EFBIG)."""
+    rule = "guest_memfd fallocate rules"
+    off, length = as_s64(offset), as_s64(length)
+    if off < 0 or length <= 0:
+        return Expect(errno.EINVAL, rule, "negative offset or length ≤ 0 → EINVAL (vfs_fallocate)")
+    if mode & ~(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE) or (mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE):
+        return Expect(errno.EOPNOTSUPP, rule, "a mode the VFS refuses → EOPNOTSUPP (vfs_fallocate)")
+    if off + length > S64_MAX:
+        return Expect(errno.EFBIG, rule, "offset + length past LLONG_MAX → EFBIG (vfs_fallocate)")
+    if not mode & FALLOC_FL_KEEP_SIZE or mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+        return Expect(errno.EOPNOTSUPP, rule, "mode without KEEP_SIZE or with bits other than KEEP_SIZE | PUNCH_HOLE → EOPNOTSUPP")
+    if not aligned(off, page) or not aligned(length, page):
+        return Expect(errno.EINVAL, rule, "offset or length not page aligned → EINVAL")
+    if mode & FALLOC_FL_PUNCH_HOLE:
+        return Expect(0, rule, "punching a hole, even at or past the end → 0")
+    if off + length > file_size:
+        return Expect(errno.EINVAL, rule, "allocating past the file's end → EINVAL")
+    return Expect(0, rule, "allocating inside the file → 0")
+
+
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+
+
+PROT_EXEC = 0x4
+
+
+def guest_memfd_mmap(gmem_flags: int, map_flags: int, prot: int, mmap_flag: int) -> Expect:
+    """mmap of a guest_memfd: "only with GUEST_MEMFD_FLAG_MMAP (else ENODEV) and
+    MAP_SHARED (a private mapping → EINVAL)"; the guest_memfd mount is noexec, so
+    PROT_EXEC → EPERM before either (do_mmap)."""
+    rule = "guest_memfd mmap rules"
+    if prot & PROT_EXEC:
+        return Expect(errno.EPERM, rule, "PROT_EXEC on the noexec guest_memfd mount → EPERM")
+    if not gmem_flags & mmap_flag:
+        return Expect(errno.ENODEV, rule, "no GUEST_MEMFD_FLAG_MMAP → ENODEV")
+    if not map_flags & MAP_SHARED:
+        return Expect(errno.EINVAL, rule, "a private mapping → EINVAL")
+    return Expect(0, rule, "MAP_SHARED of an MMAP guest_memfd → a mapping")
+
+
+def guest_memfd_io(call: str, offset: int = 0) -> Expect:
+    """read/write and pread/pwrite on a guest_memfd: "read and write → EINVAL (no read or
+    write operations); pread and pwrite → ESPIPE (not seekable)"; a negative position
+    → EINVAL first (ksys_pread64)."""
+    rule = "guest_memfd file rules"
+    if call in ("pread", "pwrite") and as_s64(offset) < 0:
+        return Expect(errno.EINVAL, rule, f"{call} at a negative position → EINVAL")
+    if call in ("pread", "pwrite"):
+        return Expect(errno.ESPIPE, rule, f"{call} → ESPIPE (not seekable)")
+    return Expect(errno.EINVAL, rule, f"{call} → EINVAL (no read or write operations)")
+
+
+def absent_ioctl(name: str, fd_label: str) -> Expect:
+    """"The kernel dispatches on the whole number": an ioctl that does not exist on an
+    fd, or a known nr with another size or direction, answers ENOTTY."""
+    return Expect(errno.ENOTTY, "ioctl dispatch", f"{name} does not exist on {fd_label} → ENOTTY")
+
+
+def bad_pointer(name: str, what: str) -> Expect:
+    """"NULL or unmapped pointer → EFAULT"; also a struct whose last byte is unreadable."""
+    return Expect(errno.EFAULT, "copy_from_user", f"{name} with {what} → EFAULT")

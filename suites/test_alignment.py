@@ -1,0 +1,30 @@
+"""Alignment and bounds: addresses, sizes and offsets at unaligned residues, size 0,
+ranges past a guest_memfd file's end, and values where 64-bit arithmetic wraps."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.gmemfile import run_file_case
+from harness.surfaces import Case, run_ioctl_case, verdict
+from harness.target import Target
+
+
+@pytest.mark.cases("attribute_ranges")
+def test_attribute_range(target: Target, case: Case) -> None:
+    verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("guest_memfd_sizes")
+def test_guest_memfd_size(target: Target, case: Case) -> None:
+    verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("memslot_ranges")
+def test_memslot_range(target: Target, case: Case) -> None:
+    verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("fallocate_ranges")
+def test_fallocate_range(target: Target, case: Case) -> None:
+    verdict(target, run_file_case(target, case))

@@ -1,0 +1,80 @@
+"""Cap semantics: answers at /dev/kvm and VM scope, stable across calls; advertised
+bits accepted; VM types created exactly as KVM_CAP_VM_TYPES says; each cap that
+announces an ioctl is non-zero exactly when the ioctl exists."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.kvm import vm_label
+from harness.rules import create_vm
+from harness.surfaces import Case, Outcome, run_ioctl_case, run_null_case, verdict
+from harness.target import SYSTEM_LABEL, Target
+
+
+def _ask(target: Target, case: Case, cap: str) -> int:
+    """KVM_CHECK_EXTENSION(cap) at the case's scope, on a fresh fd."""
+    number = target.facts.cap_number(cap, model=target.model)
+    if number is None:
+        pytest.skip(f"{cap} has no number in {target.facts.source}")
+    if case.fd == "system":
+        return target.kvm.check_extension(number)
+    target.require_vm(case.vm_type)
+    with target.vm(case.vm_type) as vm:
+        return vm.check_extension(number)
+
+
+def _where(case: Case) -> str:
+    return SYSTEM_LABEL if case.fd == "system" else vm_label(case.vm_type)
+
+
+@pytest.mark.cases("cap_answers")
+def test_cap_stable(target: Target, case: Case) -> None:
+    """A cap answers the same on every call and on every fresh fd of a scope."""
+    cap = str(case.knob("cap"))
+    probed = target.caps.at(cap, None if case.fd == "system" else case.vm_type)
+    answers = [_ask(target, case, cap) for _ in range(3)]
+    assert answers == [probed] * 3, f"KVM_CHECK_EXTENSION({cap}) on {_where(case)}: answered {answers}, at the probe {probed}"
+
+
+@pytest.mark.cases("bitmask_caps")
+def test_vm_scope_within_system(target: Target, case: Case) -> None:
+    """A VM accepts no bit that KVM as a whole does not: VM-scope bits ⊆ /dev/kvm bits."""
+    cap = str(case.knob("cap"))
+    system = target.cap(cap, None)
+    vm = target.cap(cap, case.vm_type)
+    assert vm & ~system == 0, f"{cap} is 0x{vm:x} on {_where(case)} but 0x{system:x} on /dev/kvm: bits 0x{vm & ~system:x} beyond KVM's"
+
+
+@pytest.mark.cases("cap_mirrors")
+def test_cap_mirror(target: Target, case: Case) -> None:
+    """The revision's rule that one cap returns what another returns, at each scope."""
+    cap, other = str(case.knob("cap")), str(case.knob("mirrors"))
+    a, b = _ask(target, case, cap), _ask(target, case, other)
+    assert a == b, f"{cap} is {a} on {_where(case)} but {other} is {b}; {target.facts.source} says they are equal"
+
+
+@pytest.mark.cases("vm_type_sweep")
+def test_create_vm_type(target: Target, case: Case) -> None:
+    """KVM_CREATE_VM succeeds exactly for the types in KVM_CAP_VM_TYPES."""
+    vm_type = dict(case.values)["type"]
+    mask = target.require_cap("KVM_CAP_VM_TYPES", None)
+    result = target.kvm.call("KVM_CREATE_VM", vm_type)
+    if result >= 0:
+        target.backend.close(result)
+    expect = create_vm(vm_type, mask)
+    outcome = Outcome(case, "KVM_CREATE_VM", SYSTEM_LABEL, {"type": vm_type, "KVM_CAP_VM_TYPES": mask}, expect, result)
+    verdict(target, outcome)
+
+
+@pytest.mark.cases("advertised_bits")
+def test_advertised_bit_accepted(target: Target, case: Case) -> None:
+    """Every bit a cap advertises is accepted; attributes 0 always are."""
+    verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("existence")
+def test_ioctl_exists_iff_cap(target: Target, case: Case) -> None:
+    """Non-zero announcing cap on /dev/kvm ⇔ the ioctl exists on that fd (not ENOTTY)."""
+    outcome: Outcome = run_null_case(target, case)
+    verdict(target, outcome)

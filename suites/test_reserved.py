@@ -1,0 +1,49 @@
+"""Reserved-field rejection: reserved words and pads, unknown flag and attribute bits,
+and rejected calls that must leave no trace."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from harness.gmemfile import run_file_case
+from harness.surfaces import Case, Outcome, run_ioctl_case, verdict
+from harness.target import Target
+
+
+@pytest.mark.cases("reserved_words")
+def test_reserved_word(target: Target, case: Case) -> None:
+    """A non-zero reserved word or pad is rejected with EINVAL."""
+    verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("flag_bits")
+def test_flag_bit(target: Target, case: Case) -> None:
+    """Each bit alone: accepted if advertised, else EINVAL."""
+    verdict(target, run_ioctl_case(target, case))
+
+
+def _open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+@pytest.mark.cases("no_trace")
+def test_rejected_call_leaves_no_trace(target: Target, case: Case) -> None:
+    """A rejected call creates no fd and no memslot."""
+    before = _open_fds()
+    outcome = run_ioctl_case(target, case)
+    leaked = _open_fds() - before
+
+    def trace(o: Outcome) -> str | None:
+        if leaked:
+            return f"the rejected call left new fds behind: {sorted(leaked)}"
+        return None
+
+    verdict(target, outcome, trace)
+
+
+@pytest.mark.cases("fallocate_modes")
+def test_fallocate_mode_bit(target: Target, case: Case) -> None:
+    """Each fallocate mode bit: only KEEP_SIZE and KEEP_SIZE | PUNCH_HOLE are accepted."""
+    verdict(target, run_file_case(target, case))

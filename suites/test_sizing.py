@@ -1,0 +1,51 @@
+"""ioctl sizing: the number encodes the struct's size and direction, the kernel reads
+exactly `sizeof` bytes and writes nothing outside the struct, other sizes and
+directions of the same nr are other ioctls, and bad pointers fault."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.abi.ioc import Dir
+from harness.surfaces import Case, Outcome, run_ioctl_case, verdict
+from harness.tables import STRUCT_IOCTLS
+from harness.target import Target
+
+SPEC_DIRECTIONS = {
+    # spec/uapi.md: v1 in only, v2 in/out
+    "KVM_SET_MEMORY_ATTRIBUTES": Dir.WRITE,
+    "KVM_SET_MEMORY_ATTRIBUTES2": Dir.WRITE | Dir.READ,
+    "KVM_CREATE_GUEST_MEMFD": Dir.WRITE | Dir.READ,
+    "KVM_SET_USER_MEMORY_REGION2": Dir.WRITE,
+}
+
+
+@pytest.mark.parametrize("name", STRUCT_IOCTLS)
+def test_number_encodes_struct(target: Target, name: str) -> None:
+    """`_IOC_SIZE` of the number equals sizeof(struct) and `_IOC_DIR` is the spec's."""
+    target.require_symbol(name)
+    io = target.facts.ioctls[name]
+    assert io.struct is not None
+    target.require_symbol(io.struct)
+    direction, type_, _nr, size = target.facts.encoding.decode(io.number)
+    struct = target.facts.structs[io.struct]
+    assert (type_, size) == (0xAE, struct.size), (
+        f"{name} = 0x{io.number:08x} encodes type 0x{type_:x} size {size}, but sizeof(struct {struct.name}) is {struct.size}"
+    )
+    spec = SPEC_DIRECTIONS[name]
+    assert direction == spec, f"{name} = 0x{io.number:08x} is {direction.macro}, the spec says {spec.macro}"
+
+
+@pytest.mark.cases("sizing")
+def test_copy_size(target: Target, case: Case) -> None:
+    """Guard page, canaries, read-only struct, trailing bytes, NULL, unmapped, and the
+    same nr with another size or direction."""
+    outcome = run_ioctl_case(target, case)
+
+    def wrote_to_input_only(o: Outcome) -> str | None:
+        io = target.facts.ioctls[case.surface]
+        if o.wrote_inside and Dir.READ not in io.direction:
+            return f"{io.name} is {io.direction.macro} (in only) but the kernel wrote bytes {list(o.wrote_inside)[:8]} of the struct"
+        return None
+
+    verdict(target, outcome, wrote_to_input_only)
