@@ -92,7 +92,13 @@ def target_of(config: pytest.Config) -> Target:
 def expectations_of(config: pytest.Config, release: str) -> Expectations:
     if EXPECT_KEY not in config.stash:
         path = config.getoption("expectations")
-        config.stash[EXPECT_KEY] = load(Path(path)) if path else (for_release(release) if config.getoption("backend") == "kernel" else NONE)
+        if path == "none":
+            exp = NONE
+        elif path:
+            exp = load(Path(path))
+        else:
+            exp = for_release(release) if config.getoption("backend") == "kernel" else NONE
+        config.stash[EXPECT_KEY] = exp
     return config.stash[EXPECT_KEY]
 
 
