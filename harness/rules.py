@@ -143,12 +143,14 @@ def create_guest_memfd(values: Mapping[str, int], struct: Struct, supported_flag
 def create_vm(vm_type: int, vm_types: int) -> Expect:
     """KVM_CREATE_VM: "type not in KVM_CAP_VM_TYPES bitmask → EINVAL"."""
     rule = "KVM_CREATE_VM rules"
-    if vm_type >= 64 or not (vm_types >> vm_type) & 1:
+    if not 0 <= vm_type < 64 or not (vm_types >> vm_type) & 1:
         return Expect(errno.EINVAL, rule, "type not in the KVM_CAP_VM_TYPES bitmask → EINVAL")
     return Expect(0, rule, "an advertised type → a new VM fd")
 
 
 MAX_GPA_BITS = 52  # no x86 guest addresses more; kvm_mmu_max_gfn() is at most this
+USER_VA_BITS = 47  # x86-64 user space with 4-level paging: TASK_SIZE_MAX = 2^47 - page
+USER_MEM_SLOTS = 32764  # x86 KVM_USER_MEM_SLOTS: KVM_MEM_SLOTS_NUM (32767) - 3 private slots
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ class MemslotInput:
     file_size: int = 0
     range_bound: bool = False
     kernel: KernelData = field(default_factory=KernelData)
+    address_spaces: int = 1  # KVM_CAP_MULTI_ADDRESS_SPACE on this VM (0 answers mean 1)
 
     def get(self, name: str) -> int:
         return self.values.get(name, 0) & U64
@@ -183,7 +186,8 @@ def set_user_memory_region2(m: MemslotInput) -> Expect:
     `KVM_MEM_GUEST_MEMFD` binds a guest_memfd range: "not an open fd → EBADF; not a
     guest_memfd, or one of another VM → EINVAL; guest_memfd_offset not page aligned, or
     offset + memory_size past the file's end → EINVAL; a file range already bound → EEXIST
-    on 7.3, EINVAL on 6.18"; by the hygiene rules pad1 and pad2 must be zero. Order as in
+    on 7.3, EINVAL on 6.18"; by the hygiene rules pad1 and pad2 must be zero; the slot id
+    below KVM_USER_MEM_SLOTS in an address space the VM has. Order as in
     kvm_set_memory_region() and kvm_gmem_prepare_memory_region()."""
     rule = "KVM_SET_USER_MEMORY_REGION2 rules"
     flags = m.get("flags")
@@ -192,13 +196,16 @@ def set_user_memory_region2(m: MemslotInput) -> Expect:
     label = _reserved_set(m.struct, m.values)
     if label is not None:
         return Expect(errno.EINVAL, rule, f"{label} ≠ 0 → EINVAL (padding must be zero)")
+    slot = m.get("slot")
+    if slot & 0xFFFF >= USER_MEM_SLOTS or slot >> 16 >= max(m.address_spaces, 1):
+        return Expect(errno.EINVAL, rule, "slot id ≥ KVM_USER_MEM_SLOTS, or slot >> 16 ≥ KVM_CAP_MULTI_ADDRESS_SPACE → EINVAL")
     if flags & ~m.valid_flags(flags):
         return Expect(errno.EINVAL, rule, "flags outside the valid memslot flags (GUEST_MEMFD only alone) → EINVAL")
     if not aligned(size, m.page):
         return Expect(errno.EINVAL, rule, "memory_size not page aligned → EINVAL")
     if not aligned(gpa, m.page):
         return Expect(errno.EINVAL, rule, "guest_phys_addr not page aligned → EINVAL")
-    if not aligned(uaddr, m.page) or wraps(uaddr, size) or uaddr + size > (1 << 47):
+    if not aligned(uaddr, m.page) or wraps(uaddr, size) or uaddr + size > (1 << USER_VA_BITS) - m.page:
         return Expect(errno.EINVAL, rule, "userspace_addr not page aligned or range not in user space → EINVAL")
     if gmem and (not aligned(off, m.page) or wraps(off, size)):
         return Expect(errno.EINVAL, rule, "guest_memfd_offset not page aligned, or offset + size wraps → EINVAL")
@@ -224,7 +231,27 @@ def set_user_memory_region2(m: MemslotInput) -> Expect:
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_MODE_MASK = 0x7E  # PUNCH_HOLE, NO_HIDE_STALE, COLLAPSE, ZERO, INSERT, UNSHARE, WRITE_ZEROES
+FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_ZERO_RANGE, FALLOC_FL_INSERT_RANGE = 0x08, 0x10, 0x20
+FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_WRITE_ZEROES = 0x40, 0x80
+# include/linux/falloc.h: the exclusive modes (ALLOCATE_RANGE is no bit at all)
+FALLOC_FL_MODE_MASK = (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_ZERO_RANGE
+                       | FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_WRITE_ZEROES)
+
+
+def _vfs_refuses_mode(mode: int) -> bool:
+    """vfs_fallocate(): unknown bits, more than one exclusive mode, PUNCH_HOLE without
+    KEEP_SIZE, or COLLAPSE/INSERT/WRITE_ZEROES with it."""
+    if mode & ~(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE):
+        return True
+    exclusive = mode & FALLOC_FL_MODE_MASK
+    keep = bool(mode & FALLOC_FL_KEEP_SIZE)
+    if exclusive in (0, FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_ZERO_RANGE):
+        return False
+    if exclusive == FALLOC_FL_PUNCH_HOLE:
+        return not keep
+    if exclusive in (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_WRITE_ZEROES):
+        return keep
+    return True
 
 
 def guest_memfd_fallocate(mode: int, offset: int, length: int, file_size: int, page: int) -> Expect:
@@ -237,7 +264,7 @@ def guest_memfd_fallocate(mode: int, offset: int, length: int, file_size: int, p
     off, length = as_s64(offset), as_s64(length)
     if off < 0 or length <= 0:
         return Expect(errno.EINVAL, rule, "negative offset or length ≤ 0 → EINVAL (vfs_fallocate)")
-    if mode & ~(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE) or (mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE):
+    if _vfs_refuses_mode(mode):
         return Expect(errno.EOPNOTSUPP, rule, "a mode the VFS refuses → EOPNOTSUPP (vfs_fallocate)")
     if off + length > S64_MAX:
         return Expect(errno.EFBIG, rule, "offset + length past LLONG_MAX → EFBIG (vfs_fallocate)")
@@ -254,6 +281,8 @@ def guest_memfd_fallocate(mode: int, offset: int, length: int, file_size: int, p
 
 MAP_SHARED = 0x01
 MAP_PRIVATE = 0x02
+MAP_SHARED_VALIDATE = 0x03
+MAP_TYPE = 0x0F
 
 
 PROT_EXEC = 0x4
@@ -264,6 +293,8 @@ def guest_memfd_mmap(gmem_flags: int, map_flags: int, prot: int, mmap_flag: int)
     MAP_SHARED (a private mapping → EINVAL)"; the guest_memfd mount is noexec, so
     PROT_EXEC → EPERM before either (do_mmap)."""
     rule = "guest_memfd mmap rules"
+    if (map_flags & MAP_TYPE) not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
+        return Expect(errno.EINVAL, rule, "neither MAP_SHARED nor MAP_PRIVATE → EINVAL (do_mmap)")
     if prot & PROT_EXEC:
         return Expect(errno.EPERM, rule, "PROT_EXEC on the noexec guest_memfd mount → EPERM")
     if not gmem_flags & mmap_flag:

@@ -37,6 +37,8 @@ class Diff:
 class Placement:
     """One struct in a mapping of its own; closes (unmaps) itself."""
 
+    base = 0  # set once mapped; close() and __del__ rely on it
+
     def __init__(self, data: bytes, *, overhang: int = 0, guard: bool = True, readonly: bool = False) -> None:
         if overhang < 0 or overhang > len(data):
             raise ValueError("overhang must be between 0 and the struct's size")
@@ -68,6 +70,8 @@ class Placement:
 
     def diff(self) -> Diff:
         after = ctypes.string_at(self.base, self.data_pages * PAGE_SIZE)
+        if after == self._before:  # the common case, without a byte-by-byte walk
+            return Diff((), ())
         start = self.addr - self.base
         end = start + self.visible
         inside: list[int] = []

@@ -116,7 +116,11 @@ def cached_probe(header: Path) -> dict[str, object]:
     """`probe`, memoised on the header's bytes so xdist workers compile once per header."""
     if not header.is_file():
         return probe(header)
-    digest = hashlib.sha256(header.read_bytes() + str(header.resolve()).encode()).hexdigest()[:24]
+    # the key covers what is asked too: a profile adding a symbol must not read an old probe
+    asked = "\n".join(sorted({*catalogue().ioctls, *catalogue().caps, *catalogue().constants, *_model_cap_names(),
+                               *(f"{s.name}.{f.name}" for s in catalogue().structs.values() for f in s.fields)}))
+    key = header.read_bytes() + str(header.resolve()).encode() + asked.encode() + _PRELUDE.encode()
+    digest = hashlib.sha256(key).hexdigest()[:24]
     path = CACHE_DIR / f"{digest}.json"
     try:
         return dict(json.loads(path.read_text()))
