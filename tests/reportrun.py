@@ -1,0 +1,81 @@
+"""Small `kvmconf run`s that the report tests share, made once per session.
+
+Both run the same subset of the suites against this machine's /dev/kvm: passes, a skip
+(an ioctl the released profile lacks), known findings (kvm_create_guest_memfd.reserved[]).
+The *failing* run also gets an expectations file saying that binding an already-bound
+guest_memfd range answers ENOSPC, which no kernel does, so that case fails with a rule,
+an input, an expected and an actual answer; it runs under xdist (`-n 2`), so the model
+has to travel from the workers. The *base* run uses the repository's expectations for
+this kernel and one process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBSET = "test_binding or test_fstat or (test_reserved_word and KVM_CREATE_GUEST_MEMFD) or test_number_encodes_struct"
+BOUND_CASE = "suites/test_guest_memfd.py::test_binding[KVM_SET_USER_MEMORY_REGION2/vm0/binding=ok/bound=1]"
+FINDING = "kvm_create_guest_memfd.reserved[] is never checked: non-zero reserved words are accepted"
+FORCED_FAILURE = f"""\
+[kernel]
+name = "the report tests' kernel, with one wrong expectation"
+
+[kernel_data]
+range_bound_errno = "ENOSPC"
+
+[[finding]]
+cases = ["KVM_CREATE_GUEST_MEMFD/*/reserved[*"]
+reason = "{FINDING}"
+"""
+
+
+def kvm_problem() -> str | None:
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        return f"/dev/kvm cannot be opened ({e.strerror}): the report tests run the suites on this machine's KVM"
+    return None
+
+
+def child_env() -> dict[str, str]:
+    """The outer pytest's variables stay out of the run under test."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+
+
+def kvmconf(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    folder: Path
+
+
+_runs: dict[str, Run] = {}
+
+
+def report_run(kind: Literal["base", "failing"], base: Path) -> Run:
+    """The run of that kind, made on first use under `base` (the session's temp dir)."""
+    if kind not in _runs:
+        reports = base / f"reports-{kind}"
+        args = ["run", "--reports", str(reports), "-k", SUBSET]
+        if kind == "failing":
+            expectations = base / "forced-failure.toml"
+            expectations.write_text(FORCED_FAILURE)
+            args += ["--expectations", str(expectations), "-n", "2"]
+        else:
+            args += ["-n", "0"]
+        done = kvmconf(*args)
+        latest = reports / "latest"
+        assert latest.is_dir(), f"kvmconf {' '.join(args)} exited {done.returncode} with no run folder:\n{done.stdout}\n{done.stderr}"
+        _runs[kind] = Run(done.returncode, done.stdout + done.stderr, latest.resolve())
+    return _runs[kind]
