@@ -55,10 +55,21 @@ def _fn(name: str, restype: type, argtypes: list[type] | None) -> Any:
     return fn
 
 
-# ioctl stays without argtypes: converting arguments is most of a call's cost. The
-# request is an int (the kernel reads `unsigned int cmd`); the argument is passed as
-# c_ulong so 64-bit values and pointers reach the kernel unchanged.
-_ioctl = _fn("ioctl", ctypes.c_int, None)
+# ioctl is the suite's hot path (`kvmconf bench` measures it against C), so it is bound
+# apart, each choice worth a tenth of a call or more:
+# - no argtypes: ctypes' per-argument converters cost more than the call itself;
+# - use_errno: ctypes saves errno in C right after the call, which is exact, and
+#   `get_errno()` is cheaper than calling __errno_location from Python on a failure;
+# - PyDLL: the GIL stays held through the call. Dropping and retaking it costs as much
+#   as the kernel's own work for a cheap ioctl, the harness runs one thread per process,
+#   and the KVM ioctls it makes return within milliseconds (none runs a vCPU).
+# The request goes as an int (the kernel reads `unsigned int cmd`).
+_ioctl = ctypes.PyDLL(None, use_errno=True).ioctl
+_ioctl.restype = ctypes.c_int
+_get_errno = ctypes.get_errno
+_as_word = ctypes.c_void_p.from_param  # an int as a full 64-bit argument, no ctypes object built
+_C_INT_MIN, _C_INT_MAX = -(1 << 31), (1 << 31) - 1
+_WORD_MASK = (1 << 64) - 1
 _read = _fn("read", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t])
 _write = _fn("write", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t])
 _pread = _fn("pread", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64])
@@ -67,7 +78,6 @@ _mmap = _fn("mmap", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c
 _munmap = _fn("munmap", ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t])
 _mprotect = _fn("mprotect", ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int])
 _fallocate = _fn("fallocate", ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
-_c_ulong = ctypes.c_ulong
 
 
 def _ret(r: int) -> int:
@@ -102,8 +112,13 @@ class KernelBackend:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
 
     def ioctl(self, fd: int, request: int, arg: int) -> int:
-        r: int = _ioctl(fd, request, _c_ulong(arg))
-        return r if r >= 0 else -last_errno()
+        # An argument that fits a C int (caps, types, flags) goes as a bare int: libffi
+        # sign-extends it to the full register, the 64 bits c_ulong(arg) would give. A wider
+        # one (a pointer) goes as a pointer-sized word, since ctypes cuts a bare int to 32
+        # bits without a word; masked to 64 bits as c_ulong would (from_param turns a
+        # wider int into NULL).
+        r: int = _ioctl(fd, request, arg if _C_INT_MIN <= arg <= _C_INT_MAX else _as_word(arg & _WORD_MASK))
+        return r if r >= 0 else -_get_errno()
 
     def close(self, fd: int) -> None:
         os.close(fd)

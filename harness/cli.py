@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 
 from harness.abi.profile import DEFAULT_PROFILE, known_profiles, load_profile
+from harness.bench import add_parser as add_bench_parser
+from harness.bench import cmd_bench
 from harness.errors import KvmconfError, ProfileUnknown
 from harness.expectations import load as load_expectations
+from harness.interrupts import INTERRUPTED, run_suite
+from harness.preflight import check_collection
+from harness.report.compare import add_parser as add_compare_parser
+from harness.report.compare import run as cmd_compare
 from harness.runs import REPORTS, ROOT, RunFolder
 from harness.target import check_device, load_facts
 
@@ -36,7 +42,19 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="parallel pytest-xdist workers: a number, 0 for none, or auto = one per core (default: auto)")
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="only cases whose id matches this pytest -k expression")
     p.add_argument("--reports", default=str(REPORTS), metavar="DIR", help="where run folders go (default: reports/)")
+    p.add_argument("--case-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="a case still running after this long is reported as a hang and the run goes on; 0: no limit (default: 30)")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     t = sub.add_parser("test", help="run the project's own tests (no kernel needed for most)")
     t.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    add_bench_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 
@@ -58,6 +78,7 @@ def validate(args: argparse.Namespace) -> None:
         load_expectations(Path(args.expectations))
     if args.backend == "kernel":
         check_device(args.kvm_device)
+    check_collection(args)  # e.g. findings that name no case: known only once the cases are collected
 
 
 def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
@@ -68,11 +89,9 @@ def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
         f"--kvm-device={args.kvm_device}",
         f"--profile={args.profile}",
         f"--backend={args.backend}",
-        f"--html={out / 'report.html'}",
-        "--self-contained-html",
-        f"--junitxml={out / 'junit.xml'}",
-        "-o", "junit_family=xunit2",
+        f"--kvmconf-run-dir={out}",  # harness.report.plugin: report.html, junit.xml, results.jsonl, results.ktap, kcidb.json
         "-q",
+        f"--timeout={args.case_timeout:g}", "--timeout-method=signal",  # harness.health names it a hang
     ]
     if args.kvm_header:
         argv.append(f"--kvm-header={Path(args.kvm_header).resolve()}")
@@ -90,13 +109,14 @@ def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     validate(args)
     run = RunFolder(Path(args.reports))
-    try:
-        code = int(pytest.main(suite_args(args, run.path)))
-    except BaseException:
-        run.mark_incomplete("the run stopped before pytest finished")
-        raise
+    code = run_suite(run, suite_args(args, run.path))
+    if code == INTERRUPTED:  # the folder is marked incomplete and the unfinished cases named
+        return code
     if code in (3, 4) or code >= 9:  # internal or usage error: nothing worth keeping
         run.abandon()
+        return code
+    if code == 2:  # pytest stopped early (collection errors): the reports cover only what ran
+        print(f"reports (incomplete): {run.mark_incomplete('pytest stopped before running every case (exit 2: collection errors)')}")
         return code
     final = run.finish()
     print(f"reports: {final}")
@@ -113,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "bench":
+            return cmd_bench(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         return cmd_test(args)
     except KvmconfError as e:
         print(f"kvmconf: {e}", file=sys.stderr)

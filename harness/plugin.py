@@ -25,6 +25,10 @@ from harness.target import Target, check_device, load_facts, make_target
 
 TARGET_KEY = pytest.StashKey[Target]()
 EXPECT_KEY = pytest.StashKey[Expectations]()
+pytest_plugins = [
+    "harness.report.plugin",  # the run's model and report folder (--kvmconf-run-dir)
+    "harness.progress",  # N/M cases on a QEMU guest's console
+]
 CaseTable = Callable[[Target], list[Case]]
 
 

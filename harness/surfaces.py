@@ -107,6 +107,10 @@ class Surface:
     def after(self, t: Target, case: Case, env: Env, result: int) -> None:
         """Clean up what a successful call made, and check it is real."""
 
+    def leftover(self, t: Target, case: Case, env: Env, values: Mapping[str, int]) -> str | None:
+        """After a rejected call: the state it left behind, where the uAPI lets us read it back."""
+        return None
+
 
 class MemoryAttributes(Surface):
     names = ("KVM_SET_MEMORY_ATTRIBUTES", "KVM_SET_MEMORY_ATTRIBUTES2")
@@ -179,8 +183,18 @@ class Memslot2(Surface):
                 file_size=env.extra.get("bind_size", 0),
                 range_bound=case.knob("bound") is not None,
                 kernel=t.kernel_data,
+                address_spaces=t.caps.at("KVM_CAP_MULTI_ADDRESS_SPACE", case.vm_type) or 1,
             )
         )
+
+    def leftover(self, t: Target, case: Case, env: Env, values: Mapping[str, int]) -> str | None:
+        """A rejected call creates no slot: deleting its slot (memory_size 0) must find none
+        (EINVAL); success means the slot was there."""
+        slot = values.get("slot", 0)
+        probe = t.facts.structs["kvm_userspace_memory_region2"].pack({"slot": slot})
+        buf = ctypes.create_string_buffer(probe, len(probe))
+        r = env.vm.raw(t.facts.ioctls["KVM_SET_USER_MEMORY_REGION2"].number, ctypes.addressof(buf))
+        return None if r < 0 else f"slot {hexv(slot)} exists after the rejected call (deleting it returned {r})"
 
 
 SURFACES: dict[str, Surface] = {n: s for s in (MemoryAttributes(), CreateGuestMemfd(), Memslot2()) for n in s.names}
@@ -260,6 +274,7 @@ class Outcome:
     result: int
     diff_outside: tuple[int, ...] = ()
     wrote_inside: tuple[int, ...] = ()
+    trace: str | None = None  # state a rejected call left behind
 
     def input_text(self) -> str:
         shown = {k: v for k, v in self.values.items() if v or k in dict(self.case.values)}
@@ -307,9 +322,10 @@ def run_ioctl_case(t: Target, case: Case) -> Outcome:
             diff = place.diff() if isinstance(place, Placement) else None
             if result >= 0:
                 surface.after(t, case, env, result)
+        trace = surface.leftover(t, case, env, values) if result < 0 else None
         return Outcome(
             case, label, fd_label(case.fd, case.vm_type), values, expect, result,
-            diff.outside if diff else (), diff.struct_bytes if diff else (),
+            diff.outside if diff else (), diff.struct_bytes if diff else (), trace,
         )
 
 
@@ -320,6 +336,8 @@ def verdict(t: Target, outcome: Outcome, extra: Callable[[Outcome], str | None] 
         problem = "answer differs from the rule"
     elif outcome.diff_outside:
         problem = f"the kernel wrote {len(outcome.diff_outside)} bytes outside the struct (offsets {list(outcome.diff_outside)[:8]})"
+    elif outcome.trace:
+        problem = f"the rejected call left a trace: {outcome.trace}"
     elif extra is not None:
         problem = extra(outcome)
     record(outcome)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from harness.abi.facts import AbiFacts, Ioctl, Struct
 from harness.abi.ioc import Dir
 from harness.abi.profile import catalogue
+from harness.rules import USER_MEM_SLOTS
 from harness.surfaces import Case
 from harness.target import Target
 from harness.usermem import PAGE_SIZE
@@ -28,10 +29,13 @@ ATTRIBUTE_IOCTLS = ("KVM_SET_MEMORY_ATTRIBUTES", "KVM_SET_MEMORY_ATTRIBUTES2")
 
 
 def surface(t: Target, name: str) -> tuple[Ioctl, Struct]:
-    """The ioctl and struct for case generation: the active facts', else the catalogue's."""
-    facts: AbiFacts = t.facts if name in t.facts.ioctls else catalogue(t.facts.encoding)
-    io = facts.ioctls[name]
+    """The ioctl and struct for case generation. The ioctl is the catalogue's, with every
+    fd kind any revision gives it, so the same cases exist (and skip) in every revision;
+    the struct is the active facts' layout where they have one."""
+    cat = catalogue(t.facts.encoding)
+    io = cat.ioctls[name]
     assert io.struct is not None
+    facts: AbiFacts = t.facts if io.struct in t.facts.structs else cat
     return io, facts.structs[io.struct]
 
 
@@ -85,6 +89,12 @@ def flag_bits(t: Target) -> list[Case]:
             for word in words:
                 for bit in range(struct.field(word).bits):
                     cases.append(Case("reserved", name, fd, vt, ((word, 1 << bit),)))
+    # a memslot that binds a guest_memfd takes KVM_MEM_GUEST_MEMFD alone: every other bit with it
+    gmem = t.facts.constants.get("KVM_MEM_GUEST_MEMFD", 0)
+    bits = surface(t, "KVM_SET_USER_MEMORY_REGION2")[1].field("flags").bits
+    for vt in vm_types(t):
+        cases += [Case("reserved", "KVM_SET_USER_MEMORY_REGION2", "vm", vt, (("flags", gmem | 1 << b),), knobs=(("binding", "ok"),))
+                  for b in range(bits) if gmem and 1 << b != gmem]
     return cases
 
 
@@ -146,6 +156,8 @@ def memslot_ranges(t: Target) -> list[Case]:
             vals += [(("guest_phys_addr", w),), (("memory_size", w),), (("userspace_addr", w),),
                      (("guest_phys_addr", w), ("memory_size", w))]
         vals += [(("guest_phys_addr", (1 << 64) - page), ("memory_size", 2 * page))]
+        # slot ids: the last user slot, the first past it, and address spaces 1, 2 and the top one
+        vals += [(("slot", s),) for s in (USER_MEM_SLOTS - 1, USER_MEM_SLOTS, 0xFFFF, 1 << 16, 2 << 16, 0xFFFFFFFF)]
         cases += [Case("alignment", name, "vm", vt, v) for v in vals]
         bound: list[tuple[tuple[str, int], ...]] = [()]
         bound += [(("guest_memfd_offset", r),) for r in page_residues(page)]
@@ -317,6 +329,15 @@ def existence(t: Target) -> list[Case]:
     return cases
 
 
+# -- property-based ---------------------------------------------------------------------
+
+
+def property_targets(t: Target) -> list[Case]:
+    """One property-based case per struct ioctl, fd kind and VM type: hypothesis draws
+    the struct (suites/test_properties.py)."""
+    return [Case("property", name, fd, vt, tag="drawn") for name in STRUCT_IOCTLS for fd, vt in each_target(t, name)]
+
+
 # -- parity -----------------------------------------------------------------------------
 
 
@@ -342,10 +363,12 @@ def parity_rows(t: Target) -> list[Case]:
 
 
 def absent_on_fd(t: Target) -> list[Case]:
-    """Every struct ioctl on a guest_memfd fd where no revision defines it there: ENOTTY."""
+    """Every struct ioctl on a VM or guest_memfd fd that the revision does not give it
+    (v5 refuses KVM_SET_MEMORY_ATTRIBUTES2 on the VM fd): ENOTTY."""
     cases = []
     for name in STRUCT_IOCTLS:
-        io, _ = surface(t, name)
-        if "guest_memfd" not in io.fds:
-            cases += [Case("parity", name, "guest_memfd", vt, tag="absent") for vt in vm_types(t)]
+        active = t.facts.ioctls.get(name)
+        for fd in ("vm", "guest_memfd"):
+            if active is None or fd not in active.fds:
+                cases += [Case("parity", name, fd, vt, tag="absent") for vt in vm_types(t)]
     return cases

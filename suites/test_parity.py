@@ -27,6 +27,6 @@ def test_same_answer_on_both_fds(target: Target, case: Case) -> None:
 
 
 @pytest.mark.cases("absent_on_fd")
-def test_vm_ioctl_absent_on_guest_memfd(target: Target, case: Case) -> None:
-    """A VM ioctl that no revision gives the guest_memfd fd answers ENOTTY there."""
+def test_ioctl_absent_on_fd(target: Target, case: Case) -> None:
+    """An ioctl answers ENOTTY on a kind of fd the revision does not give it."""
     verdict(target, run_null_case(target, case))

@@ -29,7 +29,7 @@ class Field:
     type: str
     offset: int
     count: int = 1
-    role: str = "in"  # "in", "reserved" (must be zero by the hygiene rules), "out"
+    role: str = "in"  # "in", "reserved" (must be zero by the hygiene rules), "out" (written by the kernel; zero when sent)
 
     @property
     def elem_size(self) -> int:
@@ -81,7 +81,9 @@ class Struct:
                     yield Word(f"{f.name}[{i}]", f, i, f.offset + i * f.elem_size, f.elem_size)
 
     def reserved_words(self) -> list[Word]:
-        return [w for w in self.words() if w.field.role == "reserved"]
+        """Words that must be zero when sent: reserved words and pads, and output fields,
+        which the kernel fills in (v3's `error_offset`: non-zero on input → EINVAL)."""
+        return [w for w in self.words() if w.field.role in ("reserved", "out")]
 
     @cached_property
     def ctype(self) -> type[ctypes.Structure]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def _raw(name: str) -> dict[str, Any]:
         else:
             merged[key] = value
     for symbol in data.get("removes", []):
-        for table in ("ioctls", "caps", "constants", "structs", "model_caps"):
+        for table in ("ioctls", "caps", "constants", "structs", "model_caps", "cap_mirrors"):
             merged.get(table, {}).pop(symbol, None)
     return merged
 
@@ -132,6 +133,14 @@ def catalogue(encoding: IocEncoding | None = None) -> AbiFacts:
             structs.setdefault(k, s)
         for k, i in f.ioctls.items():
             ioctls.setdefault(k, i)
+    for k, i in ioctls.items():
+        # an ioctl keeps every fd kind any revision gives it (v5 drops the VM fd that
+        # rfc-v4 had), so its cases exist, and skip, in every revision
+        revs = [f.ioctls[k] for f in facts if k in f.ioctls]
+        fds = tuple(fd for fd in FD_KINDS if any(fd in r.fds for r in revs))
+        caps = {fd: c for r in revs for fd, c in r.caps.items()}
+        attrs = {fd: c for r in revs for fd, c in r.attributes_caps.items()}
+        ioctls[k] = replace(i, fds=fds, caps=caps, attributes_caps=attrs)
     base = facts[0]
     return AbiFacts(
         source="catalogue of all profiles",

@@ -1,0 +1,365 @@
+"""Kernel health around each case: kernel log trouble, new taint, leaked KVM fds and mappings.
+
+A case can get every errno right and still make the kernel WARN, oops or taint itself,
+or leave a VM, a guest_memfd or a mapping of one behind; each of those is a finding
+of that case, so its report is turned into a failure that says what happened. Checked
+around every case that uses the `target` fixture (the ones that talk to the kernel).
+The kernel log and the taint file are options (`--kmsg`, `--taint-file`) so that tests
+can inject fakes; the same files exist inside a QEMU guest. A hang (pytest-timeout) is
+reported as one, in words.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from harness.plugin import TARGET_KEY
+
+KMSG = "/dev/kmsg"
+TAINTED = "/proc/sys/kernel/tainted"
+
+# Documentation/admin-guide/tainted-kernels.rst, "Table for decoding tainted state": bit n is letter n.
+TAINT_FLAGS: tuple[tuple[str, str], ...] = (
+    ("P", "proprietary module was loaded"),
+    ("F", "module was force loaded"),
+    ("S", "kernel running on an out of specification system"),
+    ("R", "module was force unloaded"),
+    ("M", "processor reported a Machine Check Exception"),
+    ("B", "bad page referenced or some unexpected page flags"),
+    ("U", "taint requested by userspace application"),
+    ("D", "kernel died recently, i.e. there was an OOPS or BUG"),
+    ("A", "an ACPI table was overridden by user"),
+    ("W", "kernel issued warning"),
+    ("C", "staging driver was loaded"),
+    ("I", "workaround for bug in platform firmware applied"),
+    ("O", "externally-built (out-of-tree) module was loaded"),
+    ("E", "unsigned module was loaded"),
+    ("L", "soft lockup occurred"),
+    ("K", "kernel has been live patched"),
+    ("X", "auxiliary taint, defined for and used by distros"),
+    ("T", "kernel was built with the struct randomization plugin"),
+    ("N", "an in-kernel test has been run"),
+    ("J", "userspace used a mutating debug operation in fwctl"),
+)
+
+# What the kernel prints when it is in trouble: WARN(), BUG(), an oops, a sanitizer report.
+TROUBLE = re.compile(r"^(?:WARNING:|kernel BUG at |Oops|general protection fault|UBSAN:|Kernel panic)|\bBUG: |\bKASAN\b")
+CUT_HERE = "[ cut here ]"
+# /dev/kmsg record: "priority,sequence,microseconds,flags[,...];message"; continuation lines start with a space.
+KMSG_RECORD = re.compile(r"^(\d+),\d+,\d+,[^;]*;")
+# Files that belong to KVM: anon inodes (kvm-vm, [kvm-gmem], kvm-vcpu:N, stats) and the device node.
+KVM_ANON = re.compile(r"^anon_inode:\[?kvm")
+HANG = re.compile(r"Timeout \(>([0-9.]+)s\) from pytest-timeout\.")  # its whole message
+LOG_SHOWN = 8
+LOG_KEPT = 200
+
+
+def taint_letters(bits: int) -> list[str]:
+    """`W (kernel issued warning)` for each set bit; bits newer than the table by number."""
+    names = []
+    for bit in range(bits.bit_length()):
+        if bits >> bit & 1:
+            if bit < len(TAINT_FLAGS):
+                letter, meaning = TAINT_FLAGS[bit]
+                names.append(f"{letter} ({meaning})")
+            else:
+                names.append(f"bit {bit}")
+    return names
+
+
+def kernel_message(line: str) -> str | None:
+    """The text of a kernel-facility log line; None for continuation and userspace lines.
+
+    Plain lines (a fake log, a console capture) count as kernel lines.
+    """
+    if line.startswith(" ") or not line:
+        return None
+    m = KMSG_RECORD.match(line)
+    if m is None:
+        return line
+    if int(m[1]) >> 3 != 0:  # facility 0 is the kernel; others are userspace writes to /dev/kmsg
+        return None
+    return line[m.end() :]
+
+
+def trouble(lines: list[str]) -> tuple[str, list[str]] | None:
+    """The first trouble line, and the lines that show it (from `cut here` when there is one)."""
+    for i, line in enumerate(lines):
+        if TROUBLE.search(line):
+            start = i - 1 if i > 0 and CUT_HERE in lines[i - 1] else i
+            return line, lines[start : start + LOG_SHOWN]
+    return None
+
+
+class KernelLog:
+    """Kernel log lines written since the last `take()`; /dev/kmsg, or any file that grows.
+
+    Opened non-blocking at the current end: only what the kernel logs from now on counts.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def take(self) -> list[str]:
+        """The kernel's lines since the last call (userspace writes and continuations dropped)."""
+        chunks = []
+        while True:
+            try:
+                data = os.read(self.fd, 8192)  # /dev/kmsg gives one record per read
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # records overwritten before they were read; the next read goes on
+                continue
+            if not data:
+                break
+            chunks.append(data)
+        text = b"".join(chunks).decode(errors="replace")
+        return [msg for line in text.splitlines() if (msg := kernel_message(line)) is not None]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def read_taint(path: str) -> int | None:
+    """The taint mask; None when it cannot be read (the taint check is then off)."""
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The KVM fds (number, link target) and the mappings of KVM files a process holds."""
+
+    fds: frozenset[tuple[int, str]]
+    maps: frozenset[str]
+
+    def new_since(self, before: Resources, held: set[int]) -> list[str]:
+        """What this snapshot holds that `before` did not, in words; `held` fds are the session's."""
+        fds = sorted((fd, link) for fd, link in self.fds - before.fds if fd not in held)
+        maps = sorted(self.maps - before.maps)
+        return [f"fd {fd} -> {link}" for fd, link in fds] + [f"mapping {m}" for m in maps]
+
+
+class KvmFiles:
+    """Finds this process's KVM fds and mappings: only those, so pytest's and Python's own
+    files, xdist's pipes and the allocator's anonymous arenas never count.
+
+    Checked four times per case, so kept cheap: an fd's link is read once per open file
+    (fstat tells a new one), and /proc/self/maps, which costs the kernel about half a
+    millisecond in a pytest process, is read again only when the process's virtual size
+    changed since the last read (a few times per run). The one thing that slips through:
+    a KVM mapping that replaces a mapping of exactly its size between two checks
+    (MAP_FIXED over a placeholder that existed before the case) and is then left behind.
+    """
+
+    def __init__(self, devices: Iterable[str]) -> None:
+        self.devices = frozenset(devices)
+        self.needles = {"kvm", *(d for d in self.devices if "kvm" not in d)}
+        self._vsize = -1
+        self._maps: frozenset[str] = frozenset()
+        self._links: dict[tuple[int, int, int], str] = {}  # an open file keeps its link: readlink once
+
+    def is_kvm(self, name: str) -> bool:
+        return bool(KVM_ANON.match(name)) or name in self.devices
+
+    def snapshot(self) -> Resources:
+        fds = set()
+        links = {}
+        for entry in os.listdir("/proc/self/fd"):
+            fd = int(entry)
+            try:
+                st = os.fstat(fd)
+                key = (fd, st.st_dev, st.st_ino)
+                link = self._links.get(key) or os.readlink(f"/proc/self/fd/{entry}")
+            except OSError:  # the fd that listed the directory, already closed
+                continue
+            links[key] = link
+            if self.is_kvm(link):
+                fds.add((fd, link))
+        self._links = links
+        with open("/proc/self/statm") as fh:
+            vsize = int(fh.read().split()[0])
+        if vsize != self._vsize:
+            self._vsize, self._maps = vsize, self._read_maps()
+        return Resources(frozenset(fds), self._maps)
+
+    def _read_maps(self) -> frozenset[str]:
+        with open("/proc/self/maps") as fh:
+            text = fh.read()
+        maps = set()
+        for line in self._lines_with_needles(text):
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and self.is_kvm(parts[5]):
+                maps.add(f"{parts[0]} {parts[1]} {parts[5]}")
+        return frozenset(maps)
+
+    def _lines_with_needles(self, text: str) -> Iterator[str]:
+        """The few lines that can name a KVM file, found with str.find rather than by
+        parsing each of the hundreds of lines."""
+        for needle in self.needles:
+            pos = text.find(needle)
+            while pos != -1:
+                start = text.rfind("\n", 0, pos) + 1
+                end = text.find("\n", pos)
+                end = len(text) if end == -1 else end
+                yield text[start:end]
+                pos = text.find(needle, end)
+
+
+def fail_report(report: pytest.TestReport, text: str) -> None:
+    """Make `report` a failure whose message is `text`, keeping any failure it already had."""
+    if report.failed and report.longrepr is not None:
+        text += f"\n\nthe case also failed:\n{report.longrepr}"
+    if hasattr(report, "wasxfail"):  # a known finding is no excuse for a kernel in trouble
+        text += f"\n\nthe case was expected to fail ({report.wasxfail})"
+        del report.wasxfail
+    report.outcome = "failed"
+    report.longrepr = text
+
+
+def name_hang(report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+    """pytest-timeout's failure, said as what it is: the kernel (or the case) did not answer."""
+    if not report.failed or call.excinfo is None or not call.excinfo.errisinstance(pytest.fail.Exception):
+        return
+    m = HANG.fullmatch(str(call.excinfo.value))
+    if m is not None:
+        report.longrepr = f"hang: no answer within {float(m[1]):g} s\n{report.longrepr}"
+
+
+@dataclass
+class _CaseState:
+    start: Resources
+    taint: int | None
+    before_call: Resources | None = None
+    reported: frozenset[str] = frozenset()
+
+
+STATE_KEY = pytest.StashKey[_CaseState]()
+
+
+class KernelHealth:
+    """The per-case checks; one instance per pytest process (each xdist worker has its own)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.kernel = config.getoption("backend") == "kernel"
+        device = config.getoption("kvm_device")
+        self.files = KvmFiles({device, os.path.realpath(device), "/dev/kvm"})
+        self.taint_path: str = config.getoption("taint_file")
+        self.log: KernelLog | None = None
+        self.log_off: str | None = None
+        self.worker = hasattr(config, "workerinput")
+
+    def _open_log(self) -> None:
+        path: str = self.config.getoption("kmsg")
+        try:
+            self.log = KernelLog(path)
+        except OSError as e:
+            why = errno.errorcode.get(e.errno or 0, str(e))
+            self.log_off = f"{path} cannot be read ({why}; kernel.dmesg_restrict decides who may)"
+
+    def _held(self) -> set[int]:
+        """The /dev/kvm fd the session's target keeps open for every case (opened by the
+        first case that needs it): not a leak of that case."""
+        target = self.config.stash.get(TARGET_KEY, None)
+        kvm = getattr(target, "_kvm", None)
+        return {kvm.fd} if kvm is not None and kvm.fd >= 0 else set()
+
+    @pytest.hookimpl
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.kernel:
+            return
+        self._open_log()
+        notes = []
+        if self.log_off:
+            notes.append(f"{self.log_off}: kernel log attribution is off")
+        if read_taint(self.taint_path) is None:
+            notes.append(f"{self.taint_path} cannot be read: the taint check is off")
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if notes and reporter is not None and not self.worker:
+            reporter.write_line(f"kvmconf: {'; '.join(notes)}")
+
+    @pytest.hookimpl
+    def pytest_sessionfinish(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def _watched(self, item: pytest.Item) -> bool:
+        return "target" in getattr(item, "fixturenames", ())
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+        if self._watched(item):
+            if self.log is not None:
+                self.log.take()  # what was logged between cases is no case's
+            taint = read_taint(self.taint_path) if self.kernel else None
+            item.stash[STATE_KEY] = _CaseState(self.files.snapshot(), taint)
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        state = item.stash.get(STATE_KEY, None)
+        if state is not None:
+            state.before_call = self.files.snapshot()  # what setup (fixtures) opened is not the body's
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        name_hang(report, call)
+        state = item.stash.get(STATE_KEY, None)
+        if state is not None and call.when in ("call", "teardown"):
+            problems, log = self._check(state, call.when)
+            if problems:
+                if log:
+                    report.sections.append(("kernel log", "\n".join(log[-LOG_KEPT:])))
+                fail_report(report, "\n".join(problems))
+        return report
+
+    def _check(self, state: _CaseState, when: str) -> tuple[list[str], list[str]]:
+        """Problems since the case started (the call) or since the call ended (teardown)."""
+        problems = []
+        log = self.log.take() if self.log is not None else []
+        shown = trouble(log)
+        taint = read_taint(self.taint_path) if self.kernel else None
+        new_taint = taint & ~state.taint if taint is not None and state.taint is not None else 0
+        state.taint = taint
+        if new_taint:
+            problems.append(f"kernel tainted during the case: {', '.join(taint_letters(new_taint))}")
+        if shown is not None:
+            problems.append(f"kernel log: {shown[0]}")
+        now = self.files.snapshot()
+        before = state.before_call if when == "call" and state.before_call is not None else state.start
+        leaked = [r for r in now.new_since(before, self._held()) if r not in state.reported]
+        state.reported |= frozenset(leaked)
+        if leaked:
+            where = "the case" if when == "call" else "its fixtures"
+            problems.append(f"leak: {where} left {len(leaked)} KVM resource(s) open: {'; '.join(leaked)}")
+        if shown is not None:
+            problems += ["first kernel log lines:", *(f"    {line}" for line in shown[1])]
+        if (shown is not None or new_taint) and self.worker:
+            problems.append("(the kernel log and taint are machine-wide: a case on another worker may have caused it)")
+        return problems, log
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("kvmconf")
+    g.addoption("--kmsg", default=KMSG, metavar="PATH", help=f"kernel log read around each case for WARN/BUG/Oops/KASAN (default: {KMSG})")
+    g.addoption("--taint-file", default=TAINTED, metavar="PATH", help=f"kernel taint mask checked around each case (default: {TAINTED})")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(KernelHealth(config), "kvmconf-health")

@@ -1,0 +1,451 @@
+"""The model backend: KVM's memory-attributes and guest_memfd uAPI in pure Python.
+
+It answers the harness's system calls as a faithful 7.3 x86 kernel with
+CONFIG_KVM_SW_PROTECTED_VM would, extended by whatever the ABI facts of the active
+revision define (which ioctls exist on which fd, struct layouts, caps, conversion
+flags), with the hygiene rules kept: reserved words and pads are checked, so the known
+findings of released kernels are not the model's. It needs no /dev/kvm:
+
+- the same ioctl numbers; user pointers are ints, read and written with exactly the
+  struct's size through `process_vm_readv`/`process_vm_writev` (EFAULT, no fault);
+- fds are real (one `/dev/null` per model object), so fd-leak checks see them; an fd
+  that is not the model's is the kernel's, and its calls go to the kernel;
+- state (VMs with their type, guest_memfds with size and flags, memslots and bindings,
+  attributes per page) so a rejected call can be seen to leave no trace.
+
+Checks are named (see `harness.model.deviation`) so that a mutant can deviate in one.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import mmap as _mmap
+import os
+import stat
+from collections.abc import Callable
+
+from harness.abi.facts import AbiFacts, Ioctl, Struct
+from harness.abi.ioc import Dir
+from harness.backend import KernelBackend
+from harness.caps import cap_numbers
+from harness.model.deviation import FAITHFUL, Deviation
+from harness.model.state import GmemState, Handle, Slot, VmState
+from harness.model.usercopy import copy_from_user, copy_to_user
+from harness.rules import MAX_GPA_BITS, USER_MEM_SLOTS, USER_VA_BITS
+from harness.usermem import PAGE_SIZE
+
+U64 = (1 << 64) - 1
+PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
+VM_TYPES = (0, 1)  # KVM_X86_DEFAULT_VM and KVM_X86_SW_PROTECTED_VM
+PRIVATE_VM_TYPES = frozenset({1})  # VMs with private memory: KVM_MEMORY_ATTRIBUTE_PRIVATE, one address space
+MEM_MAX_NR_PAGES = (1 << 31) - 1
+# Caps of features the model has, whatever the VM: 1 at both scopes.
+FEATURE_CAPS = frozenset({"KVM_CAP_CHECK_EXTENSION_VM", "KVM_CAP_MEMORY_FAULT_INFO", "KVM_CAP_PRE_FAULT_MEMORY"})
+# Conversion flags of KVM_SET_MEMORY_ATTRIBUTES2 (v7); each counts once the facts define it.
+CONVERSION_FLAGS = ("KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE",)
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_MODE_MASK = 0x01, 0x02, 0x7E
+S64_MAX = (1 << 63) - 1
+MAP_SHARED, MAP_ANONYMOUS = 0x01, 0x20
+
+
+class Refused(Exception):
+    """A check failed: the call answers -errno."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(errno.errorcode.get(code, code))
+        self.errno = code
+
+
+def wraps(a: int, b: int) -> bool:
+    return a + b > U64
+
+
+class ModelBackend:
+    """A KVM in this process, one per session; `deviation` makes it a mutant."""
+
+    name = "model"
+
+    def __init__(self, facts: AbiFacts, deviation: Deviation = FAITHFUL, mutant: str | None = None) -> None:
+        self.facts = facts
+        self.dev = deviation
+        self.release = f"model-{facts.profile}" + (f" (mutant {mutant})" if mutant else "")
+        self.kernel = KernelBackend()
+        self.files: dict[int, Handle] = {}
+        self.numbers = {io.number: name for name, io in facts.ioctls.items()}
+        for name, macro, size in deviation.aliases:
+            if name in facts.ioctls:
+                io = facts.ioctls[name]
+                self.numbers[facts.encoding.ioc(Dir.from_macro(macro), io.type, io.nr, size)] = name
+        self.cap_names = {num: name for name, num in cap_numbers(facts, model=True).items()}
+        self.attribute_caps = {c for io in facts.ioctls.values() for c in io.attributes_caps.values()}
+        self.existence_caps = {c for io in facts.ioctls.values() for c in io.caps.values()}
+        self.inodes = itertools.count(1)
+        self.asked = 0
+        self.handlers: dict[str, Callable[[Handle, int], int]] = {
+            "KVM_CHECK_EXTENSION": self.check_extension,
+            "KVM_CREATE_VM": self.create_vm,
+            "KVM_CREATE_GUEST_MEMFD": self.create_guest_memfd,
+            "KVM_SET_USER_MEMORY_REGION2": self.set_memory_region,
+            "KVM_SET_MEMORY_ATTRIBUTES": self.set_attributes_v1,
+            "KVM_SET_MEMORY_ATTRIBUTES2": self.set_attributes_v2,
+        }
+
+    # -- fds ----------------------------------------------------------------------
+
+    def _open(self, handle: Handle) -> int:
+        """A real fd for a model object: /dev/kvm and VM fds are O_CLOEXEC, a guest_memfd is not."""
+        flags = os.O_RDONLY | (0 if handle.kind == "guest_memfd" else os.O_CLOEXEC)
+        fd = os.open("/dev/null", flags)
+        self.files[fd] = handle
+        return fd
+
+    def open(self, path: str) -> int:
+        """The KVM device: the model's, whatever `path` says; /dev/kvm need not exist."""
+        return self._open(Handle("system"))
+
+    def close(self, fd: int) -> None:
+        self.files.pop(fd, None)
+        os.close(fd)
+
+    # -- checks -------------------------------------------------------------------
+
+    def check(self, name: str, bad: bool, fd: str, code: int = errno.EINVAL) -> None:
+        """Refuse with `code` when `bad`, unless the deviation leaves this check out."""
+        if bad and not self.dev.skips(name, fd):
+            raise Refused(self.dev.errno_for(name, fd, code))
+
+    def copy_in(self, name: str, arg: int, fd: str) -> dict[str, int]:
+        """copy_from_user of the ioctl's struct: exactly its size, EFAULT where unreadable."""
+        io = self.facts.ioctls[name]
+        assert io.struct is not None
+        struct = self.facts.structs[io.struct]
+        data = copy_from_user(arg, self.dev.copy.get(name, struct.size))
+        self.check(f"{name}.copy", data is None, fd, errno.EFAULT)
+        raw = (data or b"")[: struct.size]
+        return struct.unpack(raw + bytes(struct.size - len(raw)))
+
+    def zero_words(self, name: str, struct: Struct, values: dict[str, int], fd: str) -> None:
+        """Reserved words, pads and output fields must be zero when sent."""
+        for w in struct.reserved_words():
+            self.check(f"{name}.{w.label}", values[w.label] != 0, fd)
+
+    # -- ioctl --------------------------------------------------------------------
+
+    def ioctl(self, fd: int, request: int, arg: int) -> int:
+        handle = self.files.get(fd)
+        if handle is None:
+            return self.kernel.ioctl(fd, request, arg)
+        name = self.numbers.get(request & 0xFFFFFFFF)
+        if name is None or name not in self.handlers or not self.exists(name, handle.kind):
+            # kvm_dev_ioctl's x86 default is -EINVAL; a VM's and a guest_memfd's is -ENOTTY
+            return -errno.EINVAL if handle.kind == "system" else -errno.ENOTTY
+        try:
+            result = self.handlers[name](handle, arg & U64)
+        except Refused as r:
+            return -r.errno
+        self.after(name, arg)
+        return result
+
+    @staticmethod
+    def vm_of(handle: Handle) -> VmState:
+        """The VM a VM fd or a guest_memfd belongs to."""
+        vm = handle.vm if handle.gmem is None else handle.gmem.vm
+        assert vm is not None, handle.kind
+        return vm
+
+    def exists(self, name: str, kind: str) -> bool:
+        return kind in self.facts.ioctls[name].fds or kind in self.dev.extra_fds.get(name, ())
+
+    def after(self, name: str, arg: int) -> None:
+        """What a mutant writes after a successful call (nothing, when faithful)."""
+        io = self.facts.ioctls[name]
+        if io.struct is None:
+            return
+        size = self.facts.structs[io.struct].size
+        if name in self.dev.echo:
+            copy_to_user(arg, bytes(size))
+        if name in self.dev.write_past:
+            copy_to_user(arg + size, bytes(self.dev.write_past[name]))
+
+    # -- caps ---------------------------------------------------------------------
+
+    def check_extension(self, handle: Handle, arg: int) -> int:
+        """KVM_CHECK_EXTENSION: the argument is a long, compared whole; unknown caps → 0."""
+        name = self.cap_names.get(arg)
+        if name is None:
+            return 0
+        mode = self.dev.caps.get(name)
+        if mode == "zero":
+            return 0
+        if mode == "system":
+            return self.cap_value(name, None)
+        if mode == "unstable":
+            self.asked += 1
+            return self.cap_value(name, handle.vm) if self.asked % 2 else 0
+        return self.cap_value(name, handle.vm)
+
+    def cap_value(self, name: str, vm: VmState | None) -> int:
+        """A cap's value on /dev/kvm (vm None) or on a VM, as the model's kernel has it."""
+        name = self.facts.cap_mirrors.get(name, name)
+        if name == "KVM_CAP_VM_TYPES":
+            return sum(1 << t for t in VM_TYPES)
+        if name == "KVM_CAP_MULTI_ADDRESS_SPACE":
+            return self.address_spaces(vm)
+        if name in self.attribute_caps:
+            return self.attributes(vm)
+        for io in self.facts.ioctls.values():
+            if io.flags_cap == name:
+                return self.flags(io, vm)
+        return 1 if name in self.existence_caps or name in FEATURE_CAPS else 0
+
+    def attributes(self, vm: VmState | None) -> int:
+        """kvm_supported_mem_attributes(): PRIVATE for KVM as a whole and private-memory VMs."""
+        private = self.facts.constants.get("KVM_MEMORY_ATTRIBUTE_PRIVATE", 0)
+        return private if vm is None or vm.private else 0
+
+    def flags(self, io: Ioctl, vm: VmState | None) -> int:
+        """The flags an ioctl accepts: guest_memfd flags (no INIT_SHARED on a private-memory
+        VM), or the conversion flags the revision defines."""
+        c = self.facts.constants
+        if io.name == "KVM_CREATE_GUEST_MEMFD":
+            shared = 0 if vm is not None and vm.private else c.get("GUEST_MEMFD_FLAG_INIT_SHARED", 0)
+            return c.get("GUEST_MEMFD_FLAG_MMAP", 0) | shared
+        if io.flags_cap is None:
+            return 0
+        bits = 0
+        for flag in CONVERSION_FLAGS:
+            bits |= c.get(flag, 0)
+        return bits
+
+    @staticmethod
+    def address_spaces(vm: VmState | None) -> int:
+        """kvm_arch_nr_memslot_as_ids(): SMM's second address space, except with private memory."""
+        return 1 if vm is not None and vm.private else 2
+
+    # -- /dev/kvm -------------------------------------------------------------------
+
+    def create_vm(self, handle: Handle, arg: int) -> int:
+        """KVM_CREATE_VM: the type is an unsigned long; it must be < 32 and advertised."""
+        mask = sum(1 << t for t in VM_TYPES) | self.dev.extra("KVM_CREATE_VM.type", "system")
+        self.check("KVM_CREATE_VM.type", not (arg < 32 and mask >> arg & 1), "system")
+        return self._open(Handle("vm", vm=VmState(arg, arg in PRIVATE_VM_TYPES)))
+
+    # -- VM ioctls -------------------------------------------------------------------
+
+    def create_guest_memfd(self, handle: Handle, arg: int) -> int:
+        """kvm_gmem_create(): flags this VM supports; size > 0 as a signed loff_t and page
+        aligned; reserved words zero (the hygiene rule 7.3 does not keep)."""
+        name, fd = "KVM_CREATE_GUEST_MEMFD", handle.kind
+        vm = self.vm_of(handle)
+        io = self.facts.ioctls[name]
+        assert io.struct is not None
+        v = self.copy_in(name, arg, fd)
+        size, flags = v["size"], v["flags"]
+        try:
+            self.check(f"{name}.flags", bool(flags & ~(self.flags(io, vm) | self.dev.extra(f"{name}.flags", fd))), fd)
+            self.check(f"{name}.size", size == 0 or size >> 63 == 1, fd)
+            self.check(f"{name}.align", size % PAGE_SIZE != 0, fd)
+            self.zero_words(name, self.facts.structs[io.struct], v, fd)
+        except Refused:
+            if name in self.dev.keep_rejected:
+                self._open(Handle("guest_memfd", gmem=GmemState(vm, size, flags, next(self.inodes))))
+            raise
+        return self._open(Handle("guest_memfd", gmem=GmemState(vm, size, flags, next(self.inodes))))
+
+    def set_memory_region(self, handle: Handle, arg: int) -> int:
+        """KVM_SET_USER_MEMORY_REGION2 in kvm_set_memory_region()'s order, then the
+        guest_memfd binding (kvm_gmem_prepare/commit_memory_region)."""
+        name, fd = "KVM_SET_USER_MEMORY_REGION2", handle.kind
+        vm = self.vm_of(handle)
+        v = self.copy_in(name, arg, fd)
+        try:
+            return self._set_memory_region(name, fd, vm, v)
+        except Refused:
+            if name in self.dev.keep_rejected and v["memory_size"]:
+                vm.slots[v["slot"]] = Slot(v["slot"], v["flags"], v["guest_phys_addr"], v["memory_size"], v["userspace_addr"])
+            raise
+
+    def _set_memory_region(self, name: str, fd: str, vm: VmState, v: dict[str, int]) -> int:
+        c = self.facts.constants
+        log, ro, gmem_flag = c["KVM_MEM_LOG_DIRTY_PAGES"], c["KVM_MEM_READONLY"], c["KVM_MEM_GUEST_MEMFD"]
+        io = self.facts.ioctls[name]
+        assert io.struct is not None
+        self.zero_words(name, self.facts.structs[io.struct], v, fd)
+        slot, flags = v["slot"], v["flags"]
+        gpa, size, uaddr, offset = v["guest_phys_addr"], v["memory_size"], v["userspace_addr"], v["guest_memfd_offset"]
+        bind = bool(flags & gmem_flag)
+        self.check(f"{name}.slot", slot & 0xFFFF >= USER_MEM_SLOTS or slot >> 16 >= self.address_spaces(vm), fd)
+        valid = gmem_flag if bind else log | ro | gmem_flag
+        self.check(f"{name}.flags", bool(flags & ~(valid | self.dev.extra(f"{name}.flags", fd))), fd)
+        self.check(f"{name}.size-align", size % PAGE_SIZE != 0, fd)
+        self.check(f"{name}.gpa-align", gpa % PAGE_SIZE != 0, fd)
+        self.check(f"{name}.uaddr", uaddr % PAGE_SIZE != 0 or uaddr + size > (1 << USER_VA_BITS) - PAGE_SIZE, fd)
+        if bind:
+            self.check(f"{name}.offset", offset % PAGE_SIZE != 0 or wraps(offset, size), fd)
+        self.check(f"{name}.gpa-wrap", wraps(gpa, size), fd)
+        self.check(f"{name}.npages", size // PAGE_SIZE > MEM_MAX_NR_PAGES, fd)
+        old = vm.slots.get(slot)
+        if size == 0:
+            self.check(f"{name}.delete", old is None, fd)
+            del vm.slots[slot]
+            return 0
+        if old is not None:
+            # an existing slot: only moved or its dirty logging changed; guest_memfd slots are immutable
+            self.check(f"{name}.modify", old.gmem is not None or old.size != size or old.uaddr != uaddr
+                       or bool((old.flags ^ flags) & (ro | gmem_flag)), fd)
+            others = [s for n, s in vm.slots.items() if n != slot and n >> 16 == slot >> 16]
+            self.check(f"{name}.overlap", any(s.overlaps_gpa(gpa, size) for s in others), fd, errno.EEXIST)
+            old.gpa, old.flags = gpa, flags
+            return 0
+        same_as = [s for n, s in vm.slots.items() if n >> 16 == slot >> 16]
+        self.check(f"{name}.overlap", any(s.overlaps_gpa(gpa, size) for s in same_as), fd, errno.EEXIST)
+        gmem = self.bound_file(name, fd, vm, v["guest_memfd"], offset, size) if bind else None
+        self.check(f"{name}.max-gfn", gpa + size > 1 << MAX_GPA_BITS, fd)
+        if gmem is not None:
+            bound = any(s.overlaps_file(gmem, offset, size) for s in vm.slots.values())
+            self.check(f"{name}.bound", bound, fd, errno.EEXIST)
+        vm.slots[slot] = Slot(slot, flags, gpa, size, uaddr, gmem, offset)
+        return 0
+
+    def bound_file(self, name: str, fd: str, vm: VmState, number: int, offset: int, size: int) -> GmemState | None:
+        """kvm_gmem_prepare_memory_region(): an open fd (EBADF), a guest_memfd of this VM
+        (EINVAL), the range inside the file (EINVAL)."""
+        handle = self.files.get(number)
+        if handle is None:
+            self.check(f"{name}.fd", not _is_open(number), fd, errno.EBADF)
+            self.check(f"{name}.not-gmem", True, fd)
+            return None
+        self.check(f"{name}.not-gmem", handle.kind != "guest_memfd", fd)
+        gmem = handle.gmem
+        assert gmem is not None
+        self.check(f"{name}.other-vm", gmem.vm is not vm, fd)
+        self.check(f"{name}.past-eof", offset + size > gmem.size, fd)
+        return gmem
+
+    def set_attributes_v1(self, handle: Handle, arg: int) -> int:
+        return self.set_attributes("KVM_SET_MEMORY_ATTRIBUTES", handle, arg)
+
+    def set_attributes_v2(self, handle: Handle, arg: int) -> int:
+        return self.set_attributes("KVM_SET_MEMORY_ATTRIBUTES2", handle, arg)
+
+    def set_attributes(self, name: str, handle: Handle, arg: int) -> int:
+        """KVM_SET_MEMORY_ATTRIBUTES{,2} on a VM (address is a gpa) or a guest_memfd
+        (address is a file offset, inside the file)."""
+        fd = handle.kind
+        io = self.facts.ioctls[name]
+        assert io.struct is not None
+        vm = self.vm_of(handle)
+        v = self.copy_in(name, arg, fd)
+        addr, size, attributes = v["address"], v["size"], v["attributes"]
+        allowed = self.flags(io, vm) | self.dev.extra(f"{name}.flags", fd)
+        self.check(f"{name}.flags", bool(v["flags"] & ~allowed), fd)
+        self.check(f"{name}.attributes", bool(attributes & ~(self.attributes(vm) | self.dev.extra(f"{name}.attributes", fd))), fd)
+        self.check(f"{name}.size", size == 0, fd)
+        self.check(f"{name}.wrap", wraps(addr, size), fd)
+        self.check(f"{name}.align-address", addr % PAGE_SIZE != 0, fd)
+        self.check(f"{name}.align-size", size % PAGE_SIZE != 0, fd)
+        self.zero_words(name, self.facts.structs[io.struct], v, fd)
+        ranges = vm.attributes
+        if handle.gmem is not None:
+            self.check(f"{name}.past-eof", addr + size > handle.gmem.size, fd)
+            ranges = handle.gmem.attributes
+        ranges.set(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT, attributes)
+        return 0
+
+    # -- the guest_memfd file ------------------------------------------------------------
+
+    def gmem(self, fd: int) -> GmemState | None:
+        handle = self.files.get(fd)
+        return handle.gmem if handle is not None else None
+
+    def fstat(self, fd: int) -> os.stat_result:
+        """A guest_memfd: S_IFREG|0600, st_size its size, st_blksize the page size."""
+        gmem = self.gmem(fd)
+        if gmem is None:
+            return self.kernel.fstat(fd)
+        fields = (stat.S_IFREG | 0o600, gmem.ino, 0, 1, os.getuid(), os.getgid(), gmem.size, 0, 0, 0)
+        return os.stat_result(fields, {"st_blksize": self.dev.blksize or PAGE_SIZE, "st_blocks": 0})
+
+    def _file_call(self, call: str, code: int, offset: int | None = None) -> int:
+        """read/write (no such operations: EINVAL) and pread/pwrite (not seekable: ESPIPE,
+        after a negative position's EINVAL)."""
+        try:
+            if offset is not None:
+                self.check(f"{call}.position", offset < 0, "guest_memfd")
+            self.check(call, True, "guest_memfd", code)
+        except Refused as r:
+            return -r.errno
+        return 0
+
+    def read(self, fd: int, addr: int, length: int) -> int:
+        if self.gmem(fd) is None:
+            return self.kernel.read(fd, addr, length)
+        return self._file_call("read", errno.EINVAL)
+
+    def write(self, fd: int, addr: int, length: int) -> int:
+        if self.gmem(fd) is None:
+            return self.kernel.write(fd, addr, length)
+        return self._file_call("write", errno.EINVAL)
+
+    def pread(self, fd: int, addr: int, length: int, offset: int) -> int:
+        if self.gmem(fd) is None:
+            return self.kernel.pread(fd, addr, length, offset)
+        return self._file_call("pread", errno.ESPIPE, offset)
+
+    def pwrite(self, fd: int, addr: int, length: int, offset: int) -> int:
+        if self.gmem(fd) is None:
+            return self.kernel.pwrite(fd, addr, length, offset)
+        return self._file_call("pwrite", errno.ESPIPE, offset)
+
+    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
+        """do_mmap() then kvm_gmem_mmap(): noexec mount (EPERM), GUEST_MEMFD_FLAG_MMAP
+        (ENODEV), MAP_SHARED (EINVAL); a success is a real shared anonymous mapping."""
+        gmem = self.gmem(fd)
+        if gmem is None:
+            return self.kernel.mmap(fd, length, prot, flags, offset)
+        try:
+            self.check("mmap.length", length == 0, "guest_memfd")
+            self.check("mmap.noexec", bool(prot & _mmap.PROT_EXEC), "guest_memfd", errno.EPERM)
+            no_mmap = not gmem.flags & self.facts.constants.get("GUEST_MEMFD_FLAG_MMAP", 0)
+            self.check("mmap.flag", no_mmap, "guest_memfd", errno.ENODEV)
+            self.check("mmap.shared", not flags & MAP_SHARED, "guest_memfd")
+        except Refused as r:
+            return -r.errno
+        return self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
+
+    def munmap(self, addr: int, length: int) -> int:
+        return self.kernel.munmap(addr, length)
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
+        """vfs_fallocate() then kvm_gmem_fallocate(), in their order."""
+        gmem = self.gmem(fd)
+        if gmem is None:
+            return self.kernel.fallocate(fd, mode, offset, length)
+        mode &= 0xFFFFFFFF
+        keep, punch = mode & FALLOC_FL_KEEP_SIZE, mode & FALLOC_FL_PUNCH_HOLE
+        g = "guest_memfd"
+        try:
+            self.check("fallocate.range", offset < 0 or length <= 0, g)
+            vfs_mode = bool(mode & ~(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE)) or bool(punch and not keep)
+            self.check("fallocate.vfs-mode", vfs_mode, g, errno.EOPNOTSUPP)
+            self.check("fallocate.overflow", offset + length > S64_MAX, g, errno.EFBIG)
+            self.check("fallocate.keep-size", not keep, g, errno.EOPNOTSUPP)
+            self.check("fallocate.mode", bool(mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)), g, errno.EOPNOTSUPP)
+            self.check("fallocate.align", offset % PAGE_SIZE != 0 or length % PAGE_SIZE != 0, g)
+            if not punch:
+                self.check("fallocate.eof", offset + length > gmem.size, g)
+        except Refused as r:
+            return -r.errno
+        return 0
+
+
+def _is_open(fd: int) -> bool:
+    """fget() of a u32 from a struct: an int fd, open in this process."""
+    if fd >= 1 << 31:
+        return False
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,109 @@
+"""Interrupting `./kvmconf run`: exit 130, a readable report of what finished, the rest named.
+
+Each test starts a real run in a subprocess, waits until cases are passing, and signals
+it. The kernel backend is used where /dev/kvm can be opened, else the model backend.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.interrupts import stop_signals
+from harness.runs import ROOT, RunFolder
+
+PROGRESS = re.compile(rb"(?:^|\n)[.sxXFE]{3}")
+
+
+@dataclass
+class Stopped:
+    code: int
+    output: str
+    folder: Path
+
+
+def backend() -> str:
+    return "kernel" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "model"
+
+
+def interrupt_run(tmp_path: Path, workers: str, *signals: signal.Signals, group: bool = False) -> Stopped:
+    """Start a run, signal it (the whole process group, as a terminal's Ctrl-C does, when
+    `group`) once cases are passing, and wait for it to end."""
+    reports = tmp_path / "reports"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOME": str(tmp_path)}
+    proc = subprocess.Popen([str(ROOT / "kvmconf"), "run", "--reports", str(reports), "--backend", backend(), "-n", workers],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + 240
+    while not PROGRESS.search(out):
+        assert time.monotonic() < deadline and proc.poll() is None, out.decode()
+        if select.select([proc.stdout], [], [], 1.0)[0]:
+            out += os.read(proc.stdout.fileno(), 65536)
+    for sig in signals:
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        time.sleep(0.05)
+    rest, _ = proc.communicate(timeout=120)
+    folders = list(reports.iterdir())
+    assert len(folders) == 1, folders
+    return Stopped(proc.returncode, (out + rest).decode(), folders[0])
+
+
+def check_interrupted(stopped: Stopped, signame: str, workers: int) -> None:
+    assert stopped.code == 130, stopped.output
+    assert stopped.folder.name.endswith(".incomplete"), stopped.folder
+    junit = ET.parse(stopped.folder / "junit.xml").getroot()
+    ran = {f"{tc.get('classname', '').replace('.', '/')}.py::{tc.get('name')}" for tc in junit.iter("testcase")}
+    assert ran, "the report lists the cases that finished"
+    html = (stopped.folder / "report.html").read_text()
+    assert "</html>" in html
+    head, *unfinished = (stopped.folder / "INCOMPLETE").read_text().splitlines()
+    m = re.fullmatch(rf"interrupted by {signame} after (\d+) of (\d+) cases; these did not finish:", head)
+    assert m is not None, head
+    assert unfinished and len(unfinished) == int(m[2]) - int(m[1])
+    # a case in flight (set up, not yet called) may show in junit.xml as well: one per worker at most
+    assert len(ran & set(unfinished)) <= workers, ran & set(unfinished)
+    assert f"kvmconf: interrupted by {signame}: {len(unfinished)} of {m[2]} cases did not finish: {unfinished[0]}" in stopped.output
+
+
+def test_ctrl_c_keeps_the_report_and_names_what_did_not_finish(tmp_path: Path) -> None:
+    check_interrupted(interrupt_run(tmp_path, "0", signal.SIGINT), "SIGINT", 1)
+
+
+def test_ctrl_c_with_xdist_workers(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the controller and every worker."""
+    check_interrupted(interrupt_run(tmp_path, "2", signal.SIGINT, group=True), "SIGINT", 2)
+
+
+def test_sigterm_is_an_interrupt_too(tmp_path: Path) -> None:
+    check_interrupted(interrupt_run(tmp_path, "2", signal.SIGTERM), "SIGTERM", 2)
+
+
+def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
+    stopped = interrupt_run(tmp_path, "2", signal.SIGINT, signal.SIGINT, group=True)
+    assert stopped.code == 130, stopped.output
+    assert stopped.folder.name.endswith(".incomplete")
+    assert (stopped.folder / "INCOMPLETE").read_text().startswith("stopped at once by a second signal (SIGINT, SIGINT)")
+    assert "kvmconf: stopped at once (SIGINT again)" in stopped.output
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_the_signal_handlers_are_put_back(tmp_path: Path, signame: str) -> None:
+    """Whatever runs after a run in the same process gets the usual behaviour back."""
+    sig = signal.Signals[signame]
+    before = signal.getsignal(sig)
+    with stop_signals(RunFolder(tmp_path)):
+        assert signal.getsignal(sig) is not before
+    assert signal.getsignal(sig) is before
