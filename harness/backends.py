@@ -5,21 +5,26 @@ from __future__ import annotations
 from harness.abi.facts import AbiFacts
 from harness.backend import Backend, KernelBackend
 from harness.model.backend import ModelBackend
-from harness.model.mutants import MutantError, mutant
+from harness.model.mutants import Mutant, MutantError, mutant
 
 
 def backend_names() -> list[str]:
     return ["kernel", "model"]
 
 
+def check_mutant(backend: str, name: str) -> Mutant:
+    """The mutant `--mutant` names; it deviates the model, so it needs `--backend model`."""
+    if backend != "model":
+        raise MutantError(f"--mutant {name} deviates the model: it needs --backend model")
+    return mutant(name)
+
+
 def make_backend(name: str, facts: AbiFacts, mutant_name: str | None) -> Backend:
     """The backend `--backend` names; `--mutant` makes the model deviate (model only)."""
-    if name == "model":
-        if mutant_name is None:
-            return ModelBackend(facts)
-        return ModelBackend(facts, mutant(mutant_name).deviation, mutant_name)
     if mutant_name is not None:
-        raise MutantError(f"--mutant {mutant_name} deviates the model: it needs --backend model")
+        return ModelBackend(facts, check_mutant(name, mutant_name).deviation, mutant_name)
+    if name == "model":
+        return ModelBackend(facts)
     if name == "kernel":
         return KernelBackend()
     raise ValueError(f"unknown backend {name}")

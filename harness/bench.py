@@ -562,15 +562,17 @@ def parse_collected(output: str) -> int | None:
 
 @dataclass(frozen=True)
 class Timed:
+    """One finished command: wall seconds, exit code, stdout then stderr."""
+
     seconds: float
     code: int
     output: str
 
 
-def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> Timed:
+def timed(argv: Sequence[str]) -> Timed:
     """Wall time of a command run from the project root, with its combined output."""
     start = time.perf_counter()
-    done = subprocess.run(list(argv), cwd=ROOT, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(list(argv), cwd=ROOT, capture_output=True, text=True, check=False)
     return Timed(time.perf_counter() - start, done.returncode, done.stdout + done.stderr)
 
 
@@ -823,6 +825,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure, print the table, then publish it with its JSON: a bench that breaks leaves no folder."""
     check_device(args.kvm_device)
     settings = Settings(device=args.kvm_device, runs=args.runs, calls=args.calls, vms=args.vms,
                         suite_runs=args.suite_runs, long_runs=args.long_runs, suite=not args.no_suite, vm_mode=not args.no_vm,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.abi.profile import DEFAULT_PROFILE, known_profiles, load_profile
+from harness.backends import check_mutant
 from harness.bench import add_parser as add_bench_parser
 from harness.bench import cmd_bench
 from harness.errors import KvmconfError, ProfileUnknown
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     t = sub.add_parser("test", help="run the project's own tests (no kernel needed for most)")
-    t.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    t.add_argument("pytest_args", nargs="*", help="extra pytest arguments (e.g. -k EXPR, -x)")
     add_bench_parser(sub)
     add_compare_parser(sub)
     return parser
@@ -76,6 +77,8 @@ def validate(args: argparse.Namespace) -> None:
     load_facts(args.profile, args.kvm_header)
     if args.expectations and args.expectations != "none":
         load_expectations(Path(args.expectations))
+    if args.mutant:
+        check_mutant(args.backend, args.mutant)
     if args.backend == "kernel":
         check_device(args.kvm_device)
     check_collection(args)  # e.g. findings that name no case: known only once the cases are collected
@@ -128,7 +131,12 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.pytest_args = [*extra, *args.pytest_args]
     os.chdir(ROOT)
     try:
         if args.command == "run":

@@ -272,8 +272,7 @@ class KernelHealth:
         """The /dev/kvm fd the session's target keeps open for every case (opened by the
         first case that needs it): not a leak of that case."""
         target = self.config.stash.get(TARGET_KEY, None)
-        kvm = getattr(target, "_kvm", None)
-        return {kvm.fd} if kvm is not None and kvm.fd >= 0 else set()
+        return target.held_fds() if target is not None else set()
 
     @pytest.hookimpl
     def pytest_sessionstart(self, session: pytest.Session) -> None:

@@ -80,6 +80,10 @@ class Target:
             self._kvm = Kvm.open(self.backend, self.facts, self.device)
         return self._kvm
 
+    def held_fds(self) -> set[int]:
+        """The fds the session keeps open across cases (its /dev/kvm fd, once opened)."""
+        return {self._kvm.fd} if self._kvm is not None and self._kvm.fd >= 0 else set()
+
     def vm(self, vm_type: int = 0) -> Vm:
         return self.kvm.create_vm(vm_type)
 

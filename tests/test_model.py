@@ -177,7 +177,7 @@ def test_rejected_attributes_leave_state_alone() -> None:
 def test_mutants_only_on_the_model(released: AbiFacts) -> None:
     with pytest.raises(MutantError, match="needs --backend model"):
         make_backend("kernel", released, "attr1-reads-33")
-    with pytest.raises(MutantError, match="known mutants: .*attr1-reads-33"):
+    with pytest.raises(MutantError, match=r"known mutants: .*attr1-reads-33"):
         make_backend("model", released, "no-such-mutant")
     backend = make_backend("model", released, "attr1-reads-33")
     assert backend.name == "model" and getattr(backend, "release", "") == "model-released (mutant attr1-reads-33)"
