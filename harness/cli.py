@@ -25,6 +25,7 @@ from harness.report.compare import add_parser as add_compare_parser
 from harness.report.compare import run as cmd_compare
 from harness.runs import REPORTS, ROOT, RunFolder
 from harness.target import check_device, load_facts
+from harness.vmrun import run_under_qemu, validate_kernel
 
 EPILOG = "Exit codes: pytest's (0 passed, 1 a check failed, 2 interrupted, 5 no cases) or kvmconf's (README: Exit codes)."
 
@@ -45,6 +46,16 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--reports", default=str(REPORTS), metavar="DIR", help="where run folders go (default: reports/)")
     p.add_argument("--case-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                    help="a case still running after this long is reported as a hang and the run goes on; 0: no limit (default: 30)")
+    q = p.add_argument_group("a kernel booted under QEMU")
+    q.add_argument("--kernel", metavar="PATH",
+                   help="boot PATH under QEMU and run the suite inside it: a folder as tools/debian-kernel writes it, or a bzImage")
+    q.add_argument("--accel", choices=("kvm", "tcg"),
+                   help="QEMU accelerator (default: kvm when the host's KVM offers nested virtualization, else tcg)")
+    q.add_argument("--guest-workers", default="0", metavar="N",
+                   help="pytest-xdist workers inside the guest (default: 0; each worker starts Python under emulation)")
+    q.add_argument("--guest-timeout", type=_seconds, default=1800.0, metavar="SECONDS",
+                   help="the whole guest run, boot included, is stopped after this long (default: 1800)")
+    p.add_argument("--output-dir", metavar="DIR", help=argparse.SUPPRESS)  # the guest's side of --kernel
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
 
 
@@ -71,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace) -> None:
     """Everything a user can get wrong, checked before a run folder exists."""
+    if args.kernel:
+        validate_kernel(args)
     if args.profile not in known_profiles():
         raise ProfileUnknown(f"unknown profile {args.profile!r}; known profiles: {', '.join(known_profiles())}")
     load_profile(args.profile)
@@ -79,6 +92,8 @@ def validate(args: argparse.Namespace) -> None:
         load_expectations(Path(args.expectations))
     if args.mutant:
         check_mutant(args.backend, args.mutant)
+    if args.kernel or args.output_dir:
+        return  # the device and the cases are the guest's; it checks them itself
     if args.backend == "kernel":
         check_device(args.kvm_device)
     check_collection(args)  # e.g. findings that name no case: known only once the cases are collected
@@ -111,6 +126,10 @@ def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     validate(args)
+    if args.kernel:
+        return run_under_qemu(args)
+    if args.output_dir:  # inside the guest: the host owns the run folder
+        return int(pytest.main(suite_args(args, Path(args.output_dir))))
     run = RunFolder(Path(args.reports))
     code = run_suite(run, suite_args(args, run.path))
     if code == INTERRUPTED:  # the folder is marked incomplete and the unfinished cases named

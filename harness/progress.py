@@ -2,7 +2,8 @@
 
 Only when the suite runs inside a QEMU guest (KVMCONF_GUEST is set): the runner on
 the host forwards these lines and shows nothing else of the guest's output. A line
-every PROGRESS_EVERY cases keeps the slow serial console out of the run's time.
+after the first case (the host times it) and then every PROGRESS_EVERY cases keeps the
+slow serial console out of the run's time.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class _Progress:
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
         self.done += 1
-        if self.done % PROGRESS_EVERY == 0 or self.done == self.total:
+        if self.done == 1 or self.done % PROGRESS_EVERY == 0 or self.done == self.total:
             self.emit(f"{self.done}/{self.total} cases")
 
 

@@ -55,7 +55,9 @@ def qemu_argv(params: QemuParams) -> list[str]:
         params.binary,
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-machine", "q35",
-        "-accel", params.accel,
+        # TCG's multi-threaded mode can run stale code across vCPUs after the kernel
+        # patches its text (an int3 Oops in __schedule was seen here): one thread for all
+        "-accel", "tcg,thread=single" if params.accel == "tcg" else params.accel,
         "-cpu", cpu,
         "-smp", str(params.cpus),
         "-m", str(params.memory_mib),

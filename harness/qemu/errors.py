@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.errors import KvmconfError
 
-class GuestError(Exception):
+
+class GuestError(KvmconfError):
     """Base of every way a guest run can fail; the message is one line."""
 
     exit_code = 1
