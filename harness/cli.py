@@ -20,7 +20,7 @@ from harness.bench import cmd_bench
 from harness.errors import KvmconfError, ProfileUnknown
 from harness.expectations import load as load_expectations
 from harness.interrupts import INTERRUPTED, run_suite
-from harness.preflight import check_collection
+from harness.preflight import check_collection, collection_args
 from harness.report.compare import add_parser as add_compare_parser
 from harness.report.compare import run as cmd_compare
 from harness.runs import REPORTS, ROOT, RunFolder
@@ -104,19 +104,11 @@ def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
         str(ROOT / "suites"),
         f"--rootdir={ROOT}",
         "-p", "no:cacheprovider",
-        f"--kvm-device={args.kvm_device}",
-        f"--profile={args.profile}",
-        f"--backend={args.backend}",
+        *collection_args(args),
         f"--kvmconf-run-dir={out}",  # harness.report.plugin: report.html, junit.xml, results.jsonl, results.ktap, kcidb.json
         "-q",
         f"--timeout={args.case_timeout:g}", "--timeout-method=signal",  # harness.health names it a hang
     ]
-    if args.kvm_header:
-        argv.append(f"--kvm-header={Path(args.kvm_header).resolve()}")
-    if args.expectations:
-        argv.append(f"--expectations={args.expectations}")
-    if args.mutant:
-        argv.append(f"--mutant={args.mutant}")
     if args.workers not in ("0", "1"):
         argv += ["-n", args.workers]
     if args.keyword:

@@ -58,10 +58,6 @@ def _abort(err: KvmconfError) -> None:
     pytest.exit(str(err), returncode=err.exit_code)
 
 
-def kernel_release(config: pytest.Config) -> str:
-    return os.environ.get("KVMCONF_KERNEL") or os.uname().release
-
-
 def how_it_ran() -> str:
     guest = os.environ.get("KVMCONF_GUEST")
     return f"QEMU ({guest})" if guest else "this machine"
@@ -75,7 +71,8 @@ def target_of(config: pytest.Config) -> Target:
     try:
         facts = load_facts(opt("profile"), opt("kvm_header"))
         backend = make_backend(opt("backend"), facts, opt("mutant"))
-        release = backend.release if hasattr(backend, "release") else kernel_release(config)
+        # the model names itself (model-rfc-v4); a kernel is `uname -r`, the guest's under QEMU
+        release = str(getattr(backend, "release", os.uname().release))
         exp = expectations_of(config, release)
         worker = getattr(config, "workerinput", None)
         if worker is not None and "kvmconf_caps" in worker:

@@ -45,20 +45,9 @@ from harness.bench import (
 )
 from harness.cli import main
 from harness.kvm import Kvm
+from tests.kvmdev import DEVICE, needs_kvm
 
-DEVICE = "/dev/kvm"
 FACTS = load_profile("released")
-
-
-def _kvm_problem() -> str | None:
-    try:
-        os.close(os.open(DEVICE, os.O_RDWR | os.O_CLOEXEC))
-    except OSError as e:
-        return f"{DEVICE} cannot be opened read-write ({e.strerror})"
-    return None
-
-
-needs_kvm = pytest.mark.skipif(_kvm_problem() is not None, reason=str(_kvm_problem()))
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed: the C baseline is built with it")
 
 

@@ -23,19 +23,7 @@ from harness.kvm import IoctlError, Kvm, ioctl_label
 from harness.runs import RunFolder
 from harness.target import check_device, fd_label
 from harness.usermem import PAGE_SIZE
-
-DEVICE = "/dev/kvm"
-
-
-def _device_problem() -> str | None:
-    try:
-        os.close(os.open(DEVICE, os.O_RDWR | os.O_CLOEXEC))
-    except OSError as e:
-        return f"{DEVICE} cannot be opened read-write ({errno_name(e.errno or 0)}): the harness tests need KVM"
-    return None
-
-
-needs_kvm = pytest.mark.skipif(_device_problem() is not None, reason=str(_device_problem()))
+from tests.kvmdev import DEVICE, needs_kvm
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,9 @@ from pathlib import Path
 import pytest
 
 from harness.errors import DeviceMissing, ExpectationsMalformed, ProfileUnknown
+from tests.kvmdev import child_env, device_problem
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _kvm_problem() -> str | None:
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
-    except OSError as e:
-        return f"/dev/kvm cannot be opened ({e.strerror}): kvmconf run tests this machine's KVM"
-    return None
-
-
-def child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
 
 
 def kvmconf(*args: str) -> list[str]:
@@ -71,7 +60,7 @@ GMEM_RESERVED = "KVM_CREATE_GUEST_MEMFD and reserved"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
-    problem = _kvm_problem()
+    problem = device_problem()
     if problem:
         pytest.skip(problem)
     base = tmp_path_factory.mktemp("runs")

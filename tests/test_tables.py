@@ -6,7 +6,6 @@ that names the cap and the fd asked."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from harness.backend import KernelBackend
 from harness.caps import CapTable
 from harness.surfaces import Case, hexv
 from harness.target import Target
+from tests.kvmdev import child_env, device_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
@@ -154,19 +154,6 @@ def test_same_cases_in_every_revision() -> None:
 # -- on this machine, collected as `kvmconf run` collects -------------------------------------
 
 
-def _kvm_problem() -> str | None:
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
-    except OSError as e:
-        return f"/dev/kvm cannot be opened ({e.strerror}): collection probes its caps"
-    return None
-
-
-def child_env() -> dict[str, str]:
-    """This environment without pytest's own variables, so the child is a plain run."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-
-
 def pytest_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", str(SUITES), f"--rootdir={ROOT}", "-p", "no:cacheprovider", "-p", "no:xdist", *args]
 
@@ -181,7 +168,7 @@ class Collected:
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collected]:
     """Two collections and one ATTRIBUTES2 run, started together to keep this fast."""
-    problem = _kvm_problem()
+    problem = device_problem()
     if problem:
         pytest.skip(problem)
     junit = tmp_path_factory.mktemp("attrs2") / "junit.xml"
