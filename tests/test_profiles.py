@@ -270,7 +270,7 @@ def test_inheritance_and_removes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         '[constants]\nKVM_SET_MEMORY_ATTRIBUTES2_PRESERVE = 0x1\n'
     )
     monkeypatch.setattr(profile_mod, "PROFILE_DIR", tmp_path)
-    profile_mod._raw.cache_clear()
+    profile_mod.clear_caches()
     try:
         facts = load_profile("v7-test", ASM_GENERIC)
         assert "v7-test" in known_profiles()
@@ -282,5 +282,5 @@ def test_inheritance_and_removes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert facts.constants["KVM_MEM_GUEST_MEMFD"] == 4
         assert "KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS" in catalogue(ASM_GENERIC).caps
     finally:
-        profile_mod._raw.cache_clear()
+        profile_mod.clear_caches()
 

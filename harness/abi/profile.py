@@ -22,6 +22,12 @@ DEFAULT_PROFILE = "released"
 KVMIO = 0xAE
 
 
+def clear_caches() -> None:
+    """Forget the profiles read so far (for tests that point PROFILE_DIR elsewhere)."""
+    for cached in (_raw, _load_profile, _catalogue):
+        cached.cache_clear()
+
+
 def known_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
@@ -96,8 +102,13 @@ def build_ioctl(name: str, spec: Mapping[str, Any], structs: Mapping[str, Struct
 
 def load_profile(name: str = DEFAULT_PROFILE, encoding: IocEncoding | None = None) -> AbiFacts:
     """The facts of profile `name`, encoded for `encoding` (default: this machine's)."""
+    return _load_profile(name, encoding or host_encoding())
+
+
+@cache
+def _load_profile(name: str, enc: IocEncoding) -> AbiFacts:
+    """Profiles are immutable data: built once per process (cases ask for them often)."""
     raw = _raw(name)
-    enc = encoding or host_encoding()
     structs = {sname: c_layout(sname, s["fields"]) for sname, s in raw.get("structs", {}).items()}
     for s in structs.values():
         for f in s.fields:
@@ -122,6 +133,12 @@ def profile_summary(name: str) -> str:
 
 
 def catalogue(encoding: IocEncoding | None = None) -> AbiFacts:
+    """Every symbol any profile defines (see `_catalogue`)."""
+    return _catalogue(encoding or host_encoding())
+
+
+@cache
+def _catalogue(encoding: IocEncoding) -> AbiFacts:
     """Every symbol any profile defines, later revisions last: the layouts from which
     cases are generated even when the active revision lacks a surface, so that runs of
     two revisions have the same case ids and compare cleanly."""
