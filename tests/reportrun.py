@@ -11,12 +11,13 @@ this kernel and one process.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from tests.kvmdev import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSET = "test_binding or test_fstat or (test_reserved_word and KVM_CREATE_GUEST_MEMFD) or test_number_encodes_struct"
@@ -33,19 +34,6 @@ range_bound_errno = "ENOSPC"
 cases = ["KVM_CREATE_GUEST_MEMFD/*/reserved[*"]
 reason = "{FINDING}"
 """
-
-
-def kvm_problem() -> str | None:
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
-    except OSError as e:
-        return f"/dev/kvm cannot be opened ({e.strerror}): the report tests run the suites on this machine's KVM"
-    return None
-
-
-def child_env() -> dict[str, str]:
-    """The outer pytest's variables stay out of the run under test."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
 
 
 def kvmconf(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

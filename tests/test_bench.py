@@ -144,9 +144,11 @@ def test_vm_mode_kernel_from_env_first(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.delenv("KVMCONF_TEST_KERNEL")
     monkeypatch.setattr(bench, "KERNEL_CACHE", tmp_path)
     assert bench.find_test_kernel() is None
-    for name in ("6.12.1", "7.3.4+deb13-amd64", "7.4.0"):
+    for name in ("6.12.1", "7.3-built", "7.3.4+deb13-amd64", "7.4.0"):
         (tmp_path / name).mkdir()
-    assert bench.find_test_kernel() == tmp_path / "7.3.4+deb13-amd64"
+    assert bench.find_test_kernel() == tmp_path / "6.12.1"  # no Debian folder: the first
+    (tmp_path / "7.3.4+deb13-amd64" / "vmlinuz").write_bytes(b"")
+    assert bench.find_test_kernel() == tmp_path / "7.3.4+deb13-amd64"  # Debian's, as debian-kernel writes it
 
 
 def test_boot_times_come_from_the_lines_timestamps() -> None:

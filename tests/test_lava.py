@@ -17,7 +17,8 @@ import yaml
 
 from harness.report.lava import RESULT, RUN_CASE
 from harness.report.model import read_jsonl
-from tests.reportrun import ROOT, child_env, kvm_problem
+from tests.kvmdev import child_env, device_problem
+from tests.reportrun import ROOT
 
 DEFINITION = ROOT / "lava" / "kvmconf.yaml"
 ARTIFACT_URL = "https://artifacts.example.invalid/kvmconf/report.tar.gz"
@@ -48,7 +49,7 @@ def test_definition_is_lava_test_definition_1_0() -> None:
 
 
 def test_run_steps_report_every_case(tmp_path: Path) -> None:
-    problem = kvm_problem()
+    problem = device_problem()
     if problem:
         pytest.skip(problem)
     data = load()

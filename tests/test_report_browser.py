@@ -11,15 +11,7 @@ import time
 import pytest
 
 from tests.chromium import Page, browser, ensure_chromium
-from tests.reportrun import FINDING, Run, kvm_problem, report_run
-
-
-@pytest.fixture(scope="session")
-def failing_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    problem = kvm_problem()
-    if problem:
-        pytest.skip(problem)
-    return report_run("failing", tmp_path_factory.getbasetemp())
+from tests.reportrun import FINDING, Run
 
 
 def _text(page: Page, selector: str) -> str:

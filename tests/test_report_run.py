@@ -14,26 +14,10 @@ import kcidb_io
 import pytest
 
 from harness.report.model import read_jsonl
-from tests.reportrun import BOUND_CASE, FINDING, Run, kvm_problem, kvmconf, report_run
+from tests.reportrun import BOUND_CASE, FINDING, Run, kvmconf
 
 FILES = ("report.html", "junit.xml", "results.jsonl", "results.ktap", "kcidb.json")
 RESULT_LINE = re.compile(r"^(ok|not ok) (\d+)(?: ([^#]*?))?(?: # (SKIP|XFAIL|ERROR)(?: (.*))?)?$")
-
-
-@pytest.fixture(scope="session")
-def failing_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    problem = kvm_problem()
-    if problem:
-        pytest.skip(problem)
-    return report_run("failing", tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="session")
-def base_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    problem = kvm_problem()
-    if problem:
-        pytest.skip(problem)
-    return report_run("base", tmp_path_factory.getbasetemp())
 
 
 def test_run_writes_the_five_files_and_nothing_partial(failing_run: Run) -> None:
