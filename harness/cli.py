@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.abi.profile import DEFAULT_PROFILE, known_profiles, load_profile
-from harness.backends import check_mutant
+from harness.backends import backend_names, check_mutant
 from harness.bench import add_parser as add_bench_parser
 from harness.bench import cmd_bench
 from harness.errors import KvmconfError, ProfileUnknown
@@ -27,27 +27,34 @@ from harness.runs import REPORTS, ROOT, RunFolder
 from harness.target import check_device, load_facts
 from harness.vmrun import run_under_qemu, validate_kernel
 
-EPILOG = "Exit codes: pytest's (0 passed, 1 a check failed, 2 interrupted, 5 no cases) or kvmconf's (README: Exit codes)."
+EPILOG = ("Exit codes: pytest's (0 passed, 1 a check failed, 2 collection errors, 5 no cases), 130 interrupted, "
+          "or kvmconf's for bad input (README: Exit codes).")
+
+
+def _absolute(text: str) -> str:
+    """A path argument as the user meant it: kvmconf runs from the project's root."""
+    return text if text == "none" else os.path.abspath(text)
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="test this machine's kernel and write the reports", epilog=EPILOG)
-    p.add_argument("--kvm-device", default="/dev/kvm", metavar="PATH", help="KVM device node (default: /dev/kvm)")
+    p.add_argument("--kvm-device", default="/dev/kvm", type=_absolute, metavar="PATH", help="KVM device node (default: /dev/kvm)")
     p.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME",
                    help=f"uAPI revision: {', '.join(known_profiles())} (default: {DEFAULT_PROFILE})")
-    p.add_argument("--kvm-header", metavar="PATH", help="a kernel's uapi linux/kvm.h, probed with gcc; overrides the profile's numbers")
-    p.add_argument("--expectations", metavar="PATH",
+    p.add_argument("--kvm-header", type=_absolute, metavar="PATH",
+                   help="a kernel's uapi linux/kvm.h, probed with gcc; overrides the profile's numbers")
+    p.add_argument("--expectations", type=_absolute, metavar="PATH",
                    help="known findings (TOML); default: the file in expectations/ matching uname -r; 'none' for no file")
-    p.add_argument("--backend", default="kernel", help="what answers the calls: kernel or model (default: kernel)")
+    p.add_argument("--backend", default="kernel", choices=backend_names(), help="what answers the calls (default: kernel)")
     p.add_argument("--mutant", metavar="NAME", help="with --backend model: a deliberate deviation of the model")
     p.add_argument("-n", "--workers", default="auto", metavar="N",
                    help="parallel pytest-xdist workers: a number, 0 for none, or auto = one per core (default: auto)")
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="only cases whose id matches this pytest -k expression")
-    p.add_argument("--reports", default=str(REPORTS), metavar="DIR", help="where run folders go (default: reports/)")
+    p.add_argument("--reports", default=str(REPORTS), type=_absolute, metavar="DIR", help="where run folders go (default: reports/)")
     p.add_argument("--case-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                    help="a case still running after this long is reported as a hang and the run goes on; 0: no limit (default: 30)")
     q = p.add_argument_group("a kernel booted under QEMU")
-    q.add_argument("--kernel", metavar="PATH",
+    q.add_argument("--kernel", type=_absolute, metavar="PATH",
                    help="boot PATH under QEMU and run the suite inside it: a folder as tools/debian-kernel writes it, or a bzImage")
     q.add_argument("--accel", choices=("kvm", "tcg"),
                    help="QEMU accelerator (default: kvm when the host's KVM offers nested virtualization, else tcg)")
@@ -55,6 +62,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="pytest-xdist workers inside the guest (default: 0; each worker starts Python under emulation)")
     q.add_argument("--guest-timeout", type=_seconds, default=1800.0, metavar="SECONDS",
                    help="the whole guest run, boot included, is stopped after this long (default: 1800)")
+    p.add_argument("--fuzz-examples", type=int, metavar="N",
+                   help="property-based cases: N random examples each instead of CI's fixed 100")
     p.add_argument("--output-dir", metavar="DIR", help=argparse.SUPPRESS)  # the guest's side of --kernel
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
 
@@ -109,6 +118,8 @@ def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
         "-q",
         f"--timeout={args.case_timeout:g}", "--timeout-method=signal",  # harness.health names it a hang
     ]
+    if args.fuzz_examples:
+        argv.append(f"--fuzz-examples={args.fuzz_examples}")
     if args.workers not in ("0", "1"):
         argv += ["-n", args.workers]
     if args.keyword:

@@ -68,12 +68,23 @@ def load(path: Path) -> Expectations:
     if not isinstance(kernel, dict) or not isinstance(kernel.get("name"), str):
         raise ExpectationsMalformed(f"{path}: needs a [kernel] table with name = \"...\"")
     findings = []
-    for i, f in enumerate(data.get("finding", [])):
+    entries = data.get("finding", [])
+    if not isinstance(entries, list) or not all(isinstance(f, dict) for f in entries):
+        raise ExpectationsMalformed(f"{path}: findings are [[finding]] tables")
+    for i, f in enumerate(entries):
         cases, reason = f.get("cases"), f.get("reason")
         if not (isinstance(cases, list) and cases and all(isinstance(c, str) for c in cases)) or not isinstance(reason, str):
             raise ExpectationsMalformed(f"{path}: [[finding]] #{i + 1} needs cases = [\"pattern\", ...] and reason = \"...\"")
         findings.append(Finding(tuple(cases), reason))
+    release = kernel.get("release")
+    if release is not None:
+        try:
+            re.compile(str(release))
+        except re.error as e:
+            raise ExpectationsMalformed(f"{path}: [kernel] release = {release!r} is not a regular expression: {e}") from None
     kd = data.get("kernel_data", {})
+    if not isinstance(kd, dict):
+        raise ExpectationsMalformed(f"{path}: kernel_data must be a [kernel_data] table")
     unknown = set(kd) - {"range_bound_errno"}
     if unknown:
         raise ExpectationsMalformed(f"{path}: unknown [kernel_data] keys {sorted(unknown)}")

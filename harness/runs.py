@@ -46,15 +46,18 @@ class RunFolder:
     def finish(self) -> Path:
         """Publish the run and point reports/latest at it."""
         self.partial.rename(self.final)
-        latest = self.reports / "latest"
+        self._point_latest(self.final)
+        return self.final
+
+    def _point_latest(self, folder: Path) -> None:
+        """reports/latest names the newest run, complete or not (its INCOMPLETE says so)."""
         tmp = self.reports / f".latest.{os.getpid()}"
         try:
             tmp.unlink(missing_ok=True)
-            tmp.symlink_to(self.id)
-            tmp.replace(latest)
+            tmp.symlink_to(folder.name)
+            tmp.replace(self.reports / "latest")
         except OSError:
             pass
-        return self.final
 
     def abandon(self) -> None:
         """Remove a run that never started (bad input): nothing half-written stays."""
@@ -65,4 +68,5 @@ class RunFolder:
         (self.partial / "INCOMPLETE").write_text(why + "\n")
         target = self.reports / f"{self.id}.incomplete"
         self.partial.rename(target)
+        self._point_latest(target)
         return target

@@ -104,7 +104,7 @@ def no_trace(t: Target) -> list[Case]:
     for vt in vm_types(t):
         for v in (ONES, 1 << 63):
             cases.append(Case("reserved", "KVM_CREATE_GUEST_MEMFD", "vm", vt, (("flags", v),), tag="no-new-fd"))
-        cases.append(Case("reserved", "KVM_CREATE_GUEST_MEMFD", "vm", vt, (("size", PAGE_SIZE + 1),), tag="no-new-fd"))
+        cases.append(Case("reserved", "KVM_CREATE_GUEST_MEMFD", "vm", vt, (("size", t.page + 1),), tag="no-new-fd"))
         for v in (1 << 31, ONES & 0xFFFFFFFF):
             cases.append(Case("reserved", "KVM_SET_USER_MEMORY_REGION2", "vm", vt, (("flags", v),), tag="slot-stays-free"))
         cases.append(Case("reserved", "KVM_SET_USER_MEMORY_REGION2", "vm", vt, (("guest_phys_addr", 1),), tag="slot-stays-free"))

@@ -52,6 +52,8 @@ def guest_argv(args: argparse.Namespace, out: Path) -> list[str]:
         argv.append(f"--expectations={exp}")
     if args.keyword:
         argv += ["-k", args.keyword]
+    if args.fuzz_examples:
+        argv.append(f"--fuzz-examples={args.fuzz_examples}")
     if args.pytest_args:
         argv += ["--", *args.pytest_args]
     return argv

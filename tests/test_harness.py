@@ -255,6 +255,6 @@ def test_run_folders(tmp_path: Path) -> None:
     c = RunFolder(tmp_path, "20260101-000000-000-3")
     broken = c.mark_incomplete("stopped")
     assert broken.name.endswith(".incomplete") and (broken / "INCOMPLETE").read_text() == "stopped\n"
-    assert (tmp_path / "latest").resolve() == final.resolve()
+    assert (tmp_path / "latest").resolve() == broken.resolve()  # the newest run, complete or not
     with pytest.raises(errors.ReportsNotWritable):
         RunFolder(final / "report.html")

@@ -28,6 +28,15 @@ def clear_caches() -> None:
         cached.cache_clear()
 
 
+def revision_order() -> list[str]:
+    """Profiles oldest first: by how many revisions each inherits from (v10 after v7)."""
+    def depth(name: str) -> int:
+        parent = _raw(name).get("inherits")
+        return 0 if parent is None else 1 + depth(str(parent))
+
+    return sorted(known_profiles(), key=lambda n: (depth(n), n))
+
+
 def known_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
@@ -142,7 +151,7 @@ def _catalogue(encoding: IocEncoding) -> AbiFacts:
     """Every symbol any profile defines, later revisions last: the layouts from which
     cases are generated even when the active revision lacks a surface, so that runs of
     two revisions have the same case ids and compare cleanly."""
-    facts = [load_profile(n, encoding) for n in ["released", *[p for p in known_profiles() if p != "released"]]]
+    facts = [load_profile(n, encoding) for n in revision_order()]
     structs: dict[str, Struct] = {}
     ioctls: dict[str, Ioctl] = {}
     for f in reversed(facts):

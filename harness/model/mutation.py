@@ -21,6 +21,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,10 @@ class Job:
         return [*args, "-q", "-x", f"--mutant={self.mutant.name}"]
 
 
+# an exception other than AssertionError: the run crashed, no check caught anything
+_CRASH = re.compile(r"^(?!AssertionError)[A-Za-z_.]*(Error|Exception)\b")
+
+
 @dataclass(frozen=True)
 class Outcome:
     job: Job
@@ -77,7 +82,15 @@ class Outcome:
 
     @property
     def killed(self) -> bool:
-        return self.code == 1
+        """A check failed: pytest exit 1 with a failed case whose message is a verdict or
+        an assertion, not an exception the mutant raised in the model or the harness."""
+        if self.code != 1:
+            return False
+        for line in self.output.splitlines():
+            if line.startswith("FAILED "):
+                message = line.split(" - ", 1)[1] if " - " in line else ""
+                return not _CRASH.match(message)
+        return False
 
     def skipped(self) -> list[str]:
         """Node ids of the cases that skipped (baselines only: they run verbosely)."""
