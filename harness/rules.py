@@ -316,6 +316,11 @@ def guest_memfd_io(call: str, offset: int = 0) -> Expect:
     return Expect(errno.EINVAL, rule, f"{call} → EINVAL (no read or write operations)")
 
 
+def guest_memfd_fstat(size: int, page: int) -> dict[str, int]:
+    """fstat of a guest_memfd: "st_size is the size asked for, st_blksize the page size"."""
+    return {"st_size": size, "st_blksize": page}
+
+
 def absent_ioctl(name: str, fd_label: str) -> Expect:
     """"The kernel dispatches on the whole number": an ioctl that does not exist on an
     fd, or a known nr with another size or direction, answers ENOTTY."""

@@ -240,6 +240,11 @@ def fallocate_modes(t: Target) -> list[Case]:
     return [Case("reserved", "guest_memfd fallocate", "guest_memfd", vt, r) for vt in vm_types(t) for r in rows]
 
 
+def guest_memfd_files(t: Target) -> list[Case]:
+    """One guest_memfd per VM type, to fstat."""
+    return [Case("guest_memfd", "guest_memfd fstat", "guest_memfd", vt) for vt in vm_types(t)]
+
+
 def file_calls(t: Target) -> list[Case]:
     """read, write, pread and pwrite (also at a negative position), and the mmap matrix."""
     cases = []

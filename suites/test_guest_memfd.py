@@ -6,20 +6,22 @@ from __future__ import annotations
 import pytest
 
 from harness.gmemfile import run_file_case
+from harness.rules import guest_memfd_fstat
 from harness.surfaces import GMEM_PAGES, Case, run_ioctl_case, verdict
 from harness.target import Target
 
 
-@pytest.mark.parametrize("vm_type", [0])
-def test_fstat(target: Target, vm_type: int) -> None:
-    """st_size is the size asked for, st_blksize the page size."""
-    target.require_ioctl("KVM_CREATE_GUEST_MEMFD", "vm", vm_type)
-    with target.vm(vm_type) as vm, vm.create_guest_memfd(GMEM_PAGES * target.page) as gmem:
+@pytest.mark.cases("guest_memfd_files")
+def test_fstat(target: Target, case: Case) -> None:
+    """fstat answers as the rule says: st_size the size asked for, st_blksize the page size."""
+    target.require_vm(case.vm_type)
+    target.require_ioctl("KVM_CREATE_GUEST_MEMFD", "vm", case.vm_type)
+    size = GMEM_PAGES * target.page
+    with target.vm(case.vm_type) as vm, vm.create_guest_memfd(size) as gmem:
         st = gmem.fstat()
-    assert (st.st_size, st.st_blksize) == (GMEM_PAGES * target.page, target.page), (
-        f"fstat of {gmem.label}: st_size {st.st_size}, st_blksize {st.st_blksize}; "
-        f"expected {GMEM_PAGES * target.page} and the page size {target.page}"
-    )
+    expected = guest_memfd_fstat(size, target.page)
+    actual = {field: getattr(st, field) for field in expected}
+    assert actual == expected, f"fstat of {gmem.label} (size {size}): {actual}; guest_memfd fstat rules: {expected}"
 
 
 @pytest.mark.cases("file_calls")
