@@ -28,7 +28,7 @@ from tests.kvmdev import child_env, device_problem
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
 MODULES = ("test_sizing.py", "test_reserved.py", "test_alignment.py", "test_caps.py", "test_parity.py")
-FILE_SURFACE = r"guest_memfd (?:fallocate|mmap|read|write|pread|pwrite)"
+FILE_SURFACE = r"guest_memfd (?:fstat|fallocate|mmap|read|write|pread|pwrite)"
 SURFACE = re.compile(rf"^(?:KVM_[A-Z0-9_]+|{FILE_SURFACE})$")
 FD = re.compile(r"^(?:kvm|vm\d+|gmem@vm\d+)$")
 SEGMENT = re.compile(
