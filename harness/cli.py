@@ -17,7 +17,7 @@ from harness.abi.profile import DEFAULT_PROFILE, known_profiles, load_profile
 from harness.backends import backend_names, check_mutant
 from harness.bench import add_parser as add_bench_parser
 from harness.bench import cmd_bench
-from harness.errors import KvmconfError, ProfileUnknown
+from harness.errors import KvmconfError
 from harness.expectations import load as load_expectations
 from harness.interrupts import INTERRUPTED, run_suite
 from harness.preflight import check_collection, collection_args
@@ -93,9 +93,7 @@ def validate(args: argparse.Namespace) -> None:
     """Everything a user can get wrong, checked before a run folder exists."""
     if args.kernel:
         validate_kernel(args)
-    if args.profile not in known_profiles():
-        raise ProfileUnknown(f"unknown profile {args.profile!r}; known profiles: {', '.join(known_profiles())}")
-    load_profile(args.profile)
+    load_profile(args.profile)  # an unknown profile is named before gcc probes a header
     load_facts(args.profile, args.kvm_header)
     if args.expectations and args.expectations != "none":
         load_expectations(Path(args.expectations))

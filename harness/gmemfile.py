@@ -11,6 +11,7 @@ from contextlib import ExitStack
 
 from harness.rules import (
     Expect,
+    as_s64,
     guest_memfd_fallocate,
     guest_memfd_io,
     guest_memfd_mmap,
@@ -38,7 +39,7 @@ def run_file_case(t: Target, case: Case) -> Outcome:
         if call == "fallocate":
             mode, offset, length = values.get("mode", 0), values.get("offset", 0), values.get("len", t.page)
             expect = guest_memfd_fallocate(mode, offset, length, size, t.page)
-            result = b.fallocate(gmem.fd, mode, _s64(offset), _s64(length))
+            result = b.fallocate(gmem.fd, mode, as_s64(offset), as_s64(length))
         elif call == "mmap":
             prot = values.get("prot", _mmap.PROT_READ | _mmap.PROT_WRITE)
             flags = values.get("map", _mmap.MAP_SHARED)
@@ -57,13 +58,9 @@ def run_file_case(t: Target, case: Case) -> Outcome:
             elif call == "write":
                 result = b.write(gmem.fd, buf.addr, t.page)
             elif call == "pread":
-                result = b.pread(gmem.fd, buf.addr, t.page, _s64(offset))
+                result = b.pread(gmem.fd, buf.addr, t.page, as_s64(offset))
             else:
-                result = b.pwrite(gmem.fd, buf.addr, t.page, _s64(offset))
+                result = b.pwrite(gmem.fd, buf.addr, t.page, as_s64(offset))
     full = {**values, "gmem_flags": gmem_flags}
     return Outcome(case, case.surface, fd_label("guest_memfd", case.vm_type), full, expect, result)
 
-
-def _s64(v: int) -> int:
-    v &= (1 << 64) - 1
-    return v - (1 << 64) if v >> 63 else v

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import compileall
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from harness.qemu.errors import GuestError, QemuMissingError
+from harness.qemu.errors import GuestError
 from harness.qemu.kernel import find_kernel
-from harness.qemu.runner import QEMU, run_in_qemu
+from harness.qemu.runner import qemu_binary, run_in_qemu
 from harness.runs import ROOT, RunFolder
 
 _FIRST_CASE = re.compile(r"^1/\d+ cases$")
@@ -36,8 +35,7 @@ def kernel_header(args: argparse.Namespace) -> str | None:
 def validate_kernel(args: argparse.Namespace) -> None:
     """The kernel is bootable and QEMU is there; the header found in its folder is used."""
     find_kernel(Path(args.kernel))
-    if shutil.which(QEMU) is None:
-        raise QemuMissingError(f"{QEMU} not found: apt-get install qemu-system-x86")
+    qemu_binary()
     args.kvm_header = kernel_header(args)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.abi.facts import TYPE_BY_SIZE, AbiFacts, Field, Ioctl, Struct
 from harness.abi.ioc import host_encoding
-from harness.abi.profile import catalogue, load_profile
+from harness.abi.profile import catalogue, known_profiles, load_profile
 from harness.errors import GccMissing, HeaderCompileError, HeaderIncomplete, HeaderMissing
 
 REQUIRED = ("KVM_CREATE_VM", "KVM_CHECK_EXTENSION")
@@ -107,8 +107,6 @@ def probe(header: Path) -> dict[str, object]:
 
 
 def _model_cap_names() -> set[str]:
-    from harness.abi.profile import known_profiles
-
     return {c for p in known_profiles() for c in load_profile(p).model_caps}
 
 

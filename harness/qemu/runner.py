@@ -227,6 +227,14 @@ def _write_initramfs(path: Path, plan_argv: list[str], out_dir: Path, accel: Acc
     ))
 
 
+def qemu_binary() -> str:
+    """QEMU's path, or the one line that says which package brings it."""
+    qemu = shutil.which(QEMU)
+    if qemu is None:
+        raise QemuMissingError(f"{QEMU} not found: apt-get install qemu-system-x86")
+    return qemu
+
+
 def run_in_qemu(kernel: Path, guest_argv: list[str], out_dir: Path, *, accel: str | None = None,
                 timeout_s: float = 900, progress: Callable[[str], None] | None = None,
                 memory_mib: int = 2048, cpus: int = 2) -> GuestResult:
@@ -238,9 +246,7 @@ def run_in_qemu(kernel: Path, guest_argv: list[str], out_dir: Path, *, accel: st
     that fails is a result (its exit status), not an error.
     """
     tell = progress or (lambda _line: None)
-    qemu = shutil.which(QEMU)
-    if qemu is None:
-        raise QemuMissingError(f"{QEMU} not found: apt-get install qemu-system-x86")
+    qemu = qemu_binary()
     image = find_kernel(kernel)
     chosen: Accel = parse_accel(accel) if accel is not None else host_accel()
     out_dir = out_dir.resolve()
