@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.gmemfile import run_file_case
-from harness.surfaces import Case, run_ioctl_case, verdict
-from harness.target import Target
+from harness.session.engine import Case, run_ioctl_case, verdict
+from harness.session.gmemfile import run_file_case
+from harness.session.target import Target
 
 
 @pytest.mark.cases("attribute_ranges")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.kvm import vm_label
+from harness.host.fds import vm_label
 from harness.rules import create_vm
-from harness.surfaces import Case, Outcome, run_ioctl_case, run_null_case, verdict
-from harness.target import SYSTEM_LABEL, Target
+from harness.session.engine import Case, Outcome, run_ioctl_case, run_null_case, verdict
+from harness.session.target import SYSTEM_LABEL, Target
 
 
 def _ask(target: Target, case: Case, cap: str) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.gmemfile import run_file_case
 from harness.rules import guest_memfd_fstat
-from harness.surfaces import GMEM_PAGES, Case, run_ioctl_case, verdict
-from harness.target import Target
+from harness.session.engine import GMEM_PAGES, Case, run_ioctl_case, verdict
+from harness.session.gmemfile import run_file_case
+from harness.session.target import Target
 
 
 @pytest.mark.cases("guest_memfd_files")

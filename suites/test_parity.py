@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from harness.backend import describe
+from harness.host.backend import describe
 from harness.rules import GUEST_MEMFD_ONLY_CLAUSES
-from harness.surfaces import Case, run_ioctl_case, run_null_case, verdict
-from harness.target import Target
+from harness.session.engine import Case, run_ioctl_case, run_null_case, verdict
+from harness.session.target import Target
 
 
 def _errno(result: int) -> int:

@@ -9,7 +9,7 @@ the fewest deviations); reserved words are all zero, one drawn, or all drawn. Th
 `guest_memfd` word is an fd number, so it is not drawn: the kind of fd it names (this
 VM's guest_memfd, a closed number, not a guest_memfd, another VM's) is drawn instead.
 
-Deterministic by default (`harness.model.fuzzopt`); `--fuzz-examples N` fuzzes. A
+Deterministic by default (`harness.session.fuzzopt`); `--fuzz-examples N` fuzzes. A
 failure ends with the shrunk example as a line to paste into a test.
 
 On a real kernel the expectations file's known findings do not fail these cases:
@@ -28,11 +28,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from harness.abi.facts import Struct, Word
-from harness.expectations import NONE, Expectations
-from harness.model.fuzzopt import fuzz_settings
-from harness.plugin import expectations_of
-from harness.surfaces import Case, Outcome, record, run_ioctl_case, take_outcomes
-from harness.target import Target
+from harness.cases.expectations import NONE, Expectations
+from harness.session.engine import Case, Outcome, record, run_ioctl_case, take_outcomes
+from harness.session.fuzzopt import fuzz_settings
+from harness.session.plugin import expectations_of
+from harness.session.target import Target
 
 FD_WORDS = frozenset({"guest_memfd"})  # fd numbers: the environment's, never drawn
 # Weights by repetition; hypothesis shrinks toward the first entry. Input fields leaving

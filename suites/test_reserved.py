@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from harness.gmemfile import run_file_case
-from harness.surfaces import Case, Outcome, run_ioctl_case, verdict
-from harness.target import Target
+from harness.session.engine import Case, Outcome, run_ioctl_case, verdict
+from harness.session.gmemfile import run_file_case
+from harness.session.target import Target
 
 
 @pytest.mark.cases("reserved_words")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from harness.abi.ioc import Dir
-from harness.surfaces import Case, Outcome, run_ioctl_case, verdict
-from harness.tables import STRUCT_IOCTLS
-from harness.target import Target
+from harness.cases.tables import STRUCT_IOCTLS
+from harness.session.engine import Case, Outcome, run_ioctl_case, verdict
+from harness.session.target import Target
 
 
 @pytest.mark.parametrize("name", STRUCT_IOCTLS)

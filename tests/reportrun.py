@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from harness.paths import ROOT
 from tests.kvmdev import child_env
 
-ROOT = Path(__file__).resolve().parent.parent
 SUBSET = "test_binding or test_fstat or (test_reserved_word and KVM_CREATE_GUEST_MEMFD) or test_number_encodes_struct"
 BOUND_CASE = "suites/test_guest_memfd.py::test_binding[KVM_SET_USER_MEMORY_REGION2/vm0/binding=ok/bound=1]"
 FINDING = "kvm_create_guest_memfd.reserved[] is never checked: non-zero reserved words are accepted"

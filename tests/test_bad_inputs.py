@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runs import ROOT
+from harness.paths import ROOT
 
 KVMCONF = ROOT / "kvmconf"
 UNKNOWN_CASES = """[kernel]

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import bench
 from harness.abi.profile import load_profile
-from harness.backend import KernelBackend
-from harness.bench import (
+from harness.cli import bench
+from harness.cli.bench import (
     BenchReport,
     BootTimes,
     Figure,
@@ -43,8 +42,9 @@ from harness.bench import (
     parse_summary,
     to_json,
 )
-from harness.cli import main
-from harness.kvm import Kvm
+from harness.cli.main import main
+from harness.host.backend import KernelBackend
+from harness.host.fds import Kvm
 from tests.kvmdev import DEVICE, needs_kvm
 
 FACTS = load_profile("released")

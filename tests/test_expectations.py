@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import tables
 from harness.abi.profile import load_profile
-from harness.backend import KernelBackend
-from harness.caps import CapTable
+from harness.cases import tables
+from harness.cases.expectations import NONE, Finding, for_release, load
 from harness.errors import ExpectationsMalformed
-from harness.expectations import EXPECTATIONS_DIR, NONE, Finding, for_release, load
-from harness.target import Target
+from harness.host.backend import KernelBackend
+from harness.host.caps import CapTable
+from harness.paths import EXPECTATIONS_DIR
+from harness.session.target import Target
 
 GOOD = """
 [kernel]

@@ -16,13 +16,13 @@ import pytest
 from harness import errors
 from harness.abi.facts import AbiFacts
 from harness.abi.profile import load_profile
-from harness.backend import KernelBackend, describe, errno_name
-from harness.caps import CapTable, probe_caps, vm_types_of
+from harness.cli.runs import RunFolder
 from harness.errors import DeviceMissing, DeviceNotCharacter, KvmconfError
-from harness.kvm import IoctlError, Kvm, ioctl_label
-from harness.runs import RunFolder
-from harness.target import check_device, fd_label
-from harness.usermem import PAGE_SIZE
+from harness.host.backend import KernelBackend, describe, errno_name
+from harness.host.caps import CapTable, probe_caps, vm_types_of
+from harness.host.fds import IoctlError, Kvm, ioctl_label
+from harness.host.usermem import PAGE_SIZE
+from harness.session.target import check_device, fd_label
 from tests.kvmdev import DEVICE, needs_kvm
 
 

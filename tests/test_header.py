@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.abi import header as header_mod
 from harness.abi.facts import AbiFacts
-from harness.abi.header import facts_from_header
 from harness.abi.profile import catalogue, load_profile
 from harness.errors import GccMissing, HeaderCompileError, HeaderIncomplete, HeaderMissing
+from harness.host import header as header_mod
+from harness.host.header import facts_from_header
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed: the header probe compiles with it")
 

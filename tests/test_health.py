@@ -1,4 +1,4 @@
-"""harness.health: kernel trouble, taint, leaks and hangs fail the case they happened in.
+"""harness.session.health: kernel trouble, taint, leaks and hangs fail the case they happened in.
 
 Each test runs a small suite through pytester with the health plugin and fake sources
 (`--kmsg`, `--taint-file`, a regular file as `--kvm-device`), so no kernel is needed;
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.health import KernelLog, kernel_message, taint_letters, trouble
+from harness.session.health import KernelLog, kernel_message, taint_letters, trouble
 
 pytest_plugins = ["pytester"]
 
-PLUGINS = ("-p", "harness.plugin", "-p", "harness.health", "-vv")  # -vv: summary lines in full
+PLUGINS = ("-p", "harness.session.plugin", "-p", "harness.session.health", "-vv")  # -vv: summary lines in full
 
 # A case "talks to the kernel" when it uses the `target` fixture; these suites bring a stand-in.
 HEADER = """
@@ -110,7 +110,7 @@ def test_unit():
 
 def test_leaked_fd_and_mapping_fail_the_case(pytester: pytest.Pytester, fakes: list[str]) -> None:
     pytester.makepyfile(HEADER + """
-from harness.backend import KernelBackend
+from harness.host.backend import KernelBackend
 
 KEEP = []
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.interrupts import stop_signals
-from harness.runs import ROOT, RunFolder
+from harness.cli.runs import RunFolder
+from harness.paths import ROOT
+from harness.session.interrupts import stop_signals
 
 PROGRESS = re.compile(rb"(?:^|\n)[.sxXFE]{3}")
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.paths import ROOT
 from harness.report.lava import RESULT, RUN_CASE
 from harness.report.model import read_jsonl
 from tests.kvmdev import child_env, device_problem
-from tests.reportrun import ROOT
 
 DEFINITION = ROOT / "lava" / "kvmconf.yaml"
 ARTIFACT_URL = "https://artifacts.example.invalid/kvmconf/report.tar.gz"

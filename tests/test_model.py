@@ -17,20 +17,20 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from harness import tables
 from harness.abi.facts import AbiFacts
 from harness.abi.profile import load_profile
-from harness.backend import KernelBackend, describe
-from harness.backends import make_backend
+from harness.cases import tables
+from harness.cases.expectations import Expectations, for_release
 from harness.errors import KvmconfError
-from harness.expectations import Expectations, for_release
-from harness.gmemfile import run_file_case
+from harness.host.backend import KernelBackend, describe
+from harness.host.usermem import PAGE_SIZE
 from harness.model.backend import ModelBackend
 from harness.model.mutants import MutantError
 from harness.rules import create_vm
-from harness.surfaces import Case, Outcome, run_ioctl_case, run_null_case
-from harness.target import Target, check_device, make_target
-from harness.usermem import PAGE_SIZE
+from harness.session.backends import make_backend
+from harness.session.engine import Case, Outcome, run_ioctl_case, run_null_case
+from harness.session.gmemfile import run_file_case
+from harness.session.target import Target, check_device, make_target
 
 Runner = Callable[[Target, Case], Outcome]
 TABLES: dict[str, Runner] = {

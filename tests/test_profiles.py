@@ -16,8 +16,8 @@ from harness.abi import profile as profile_mod
 from harness.abi.facts import CTYPES, FD_KINDS, AbiFacts, Struct
 from harness.abi.ioc import ASM_GENERIC, Dir
 from harness.abi.profile import KVMIO, catalogue, known_profiles, load_profile, profile_summary
-from harness.caps import cap_numbers
 from harness.errors import ProfileUnknown
+from harness.host.caps import cap_numbers
 
 U64 = (1 << 64) - 1
 

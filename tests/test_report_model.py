@@ -11,9 +11,9 @@ from typing import Any
 import kcidb_io
 import pytest
 
+from harness.host.files import partial_name, write_atomic
 from harness.report import kcidb, ktap
 from harness.report.compare import NEW_FAILURE, classify
-from harness.report.files import partial_name, write_atomic
 from harness.report.lava import commands
 from harness.report.model import (
     CALLS_PROPERTY,

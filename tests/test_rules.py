@@ -15,8 +15,9 @@ import pytest
 from harness import rules
 from harness.abi.facts import Struct
 from harness.abi.profile import load_profile
-from harness.backend import KernelBackend
-from harness.caps import CapTable
+from harness.host.backend import KernelBackend
+from harness.host.caps import CapTable
+from harness.host.usermem import PAGE_SIZE
 from harness.rules import (
     GUEST_MEMFD_ONLY_CLAUSES,
     Expect,
@@ -26,8 +27,7 @@ from harness.rules import (
     as_s64,
     wraps,
 )
-from harness.target import Target
-from harness.usermem import PAGE_SIZE
+from harness.session.target import Target
 
 P = PAGE_SIZE
 ONES = (1 << 64) - 1
@@ -157,7 +157,7 @@ def _fake_target(profile: str) -> Target:
 def test_parity_matrix_differs_only_by_documented_clauses() -> None:
     """spec, parity: the same matrix through the VM fd and the guest_memfd fd gives the
     same answers, except the documented differences (the file's bounds)."""
-    from harness.tables import parity_rows
+    from harness.cases.tables import parity_rows
 
     cases = parity_rows(_fake_target("rfc-v4"))
     assert cases

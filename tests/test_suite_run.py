@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import DeviceMissing, ExpectationsMalformed, ProfileUnknown
+from harness.paths import ROOT
 from tests.kvmdev import child_env, device_problem
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def kvmconf(*args: str) -> list[str]:

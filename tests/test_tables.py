@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import tables
 from harness.abi.profile import catalogue, known_profiles, load_profile
-from harness.backend import KernelBackend
-from harness.caps import CapTable
-from harness.surfaces import Case, hexv
-from harness.target import Target
+from harness.cases import tables
+from harness.host.backend import KernelBackend
+from harness.host.caps import CapTable
+from harness.paths import ROOT
+from harness.session.engine import Case, hexv
+from harness.session.target import Target
 from tests.kvmdev import child_env, device_problem
 
-ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
 MODULES = ("test_sizing.py", "test_reserved.py", "test_alignment.py", "test_caps.py", "test_parity.py")
 FILE_SURFACE = r"guest_memfd (?:fstat|fallocate|mmap|read|write|pread|pwrite)"
@@ -64,7 +64,7 @@ def test_suites_name_existing_tables() -> None:
     names = suite_tables()
     assert len(names) >= 15
     for name in names:
-        assert callable(getattr(tables, name, None)), f"suites use table {name}, which harness.tables lacks"
+        assert callable(getattr(tables, name, None)), f"suites use table {name}, which harness.cases.tables lacks"
 
 
 @pytest.mark.parametrize(("profile", "vm_types"), TARGETS, ids=[f"{p}-types{''.join(map(str, v))}" for p, v in TARGETS])

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import usermem
-from harness.backend import KernelBackend, errno_name, last_errno, libc
-from harness.usermem import CANARY, PAGE_SIZE, Placement, Unmapped, among_canaries, at_guard
+from harness.host import usermem
+from harness.host.backend import KernelBackend, errno_name, last_errno, libc
+from harness.host.usermem import CANARY, PAGE_SIZE, Placement, Unmapped, among_canaries, at_guard
+from harness.paths import ROOT
 
 
 class IoVec(ctypes.Structure):
@@ -174,7 +175,7 @@ def test_unmapped() -> None:
     assert Unmapped(3 * PAGE_SIZE).length == 3 * PAGE_SIZE
 
 
-ROOT = Path(__file__).resolve().parent.parent
+
 OTHERS = ("qemu", "model", "report")  # other engineers' parts, checked by their own tests
 
 

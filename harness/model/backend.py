@@ -27,13 +27,13 @@ from collections.abc import Callable
 
 from harness.abi.facts import AbiFacts, Ioctl, Struct
 from harness.abi.ioc import Dir
-from harness.backend import KernelBackend
-from harness.caps import cap_numbers
+from harness.host.backend import KernelBackend
+from harness.host.caps import cap_numbers
+from harness.host.usermem import PAGE_SIZE
 from harness.model.deviation import FAITHFUL, Deviation
 from harness.model.state import GmemState, Handle, Slot, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
 from harness.rules import MAX_GPA_BITS, USER_MEM_SLOTS, USER_VA_BITS
-from harness.usermem import PAGE_SIZE
 
 U64 = (1 << 64) - 1
 PAGE_SHIFT = PAGE_SIZE.bit_length() - 1

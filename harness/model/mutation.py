@@ -33,14 +33,14 @@ from pathlib import Path
 
 from harness.abi.profile import known_profiles
 from harness.model.mutants import Mutant, catalogue, mutant
+from harness.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 # Each session's verdict is its exit code: no cache, no kernel-health checks (the model
 # has no kernel log), no random order. The harness is imported before pytest starts, so
 # pytest cannot rewrite its asserts, and need not say so.
-COMMON = ("--no-header", "-p", "no:cacheprovider", "-p", "no:harness.health", "-p", "no:randomly",
+COMMON = ("--no-header", "-p", "no:cacheprovider", "-p", "no:harness.session.health", "-p", "no:randomly",
           "-W", "ignore::pytest.PytestAssertRewriteWarning")
-PRELOAD = ("pytest", "hypothesis", "harness.plugin", "harness.model.fuzzopt", "harness.tables", "harness.gmemfile",
+PRELOAD = ("pytest", "hypothesis", "harness.session.plugin", "harness.session.fuzzopt", "harness.cases.tables", "harness.session.gmemfile",
            "harness.model.backend")
 
 

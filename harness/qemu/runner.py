@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
+from harness.paths import ROOT
 from harness.qemu.accel import Accel, host_accel, parse_accel
 from harness.qemu.cmdline import QemuParams, Share, qemu_argv
 from harness.qemu.console import (
@@ -48,7 +49,7 @@ from harness.qemu.initramfs import (
 from harness.qemu.kernel import find_kernel
 from harness.qemu.modules import ModuleTree, read_module
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = ROOT
 INIT_SOURCE = Path(__file__).with_name("init.c")
 QEMU = "qemu-system-x86_64"
 _SHUTDOWN_GRACE_S = 20.0  # after the exit marker or a panic, QEMU should be gone by then

@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 
 from harness.errors import KvmconfError
-from harness.report.files import write_atomic
+from harness.host.files import write_atomic
 from harness.report.html import explain, page, result_span
 from harness.report.model import FAILING, CaseResult, area_rank, read_jsonl
 

@@ -8,7 +8,7 @@ and both get the same cases.
 What pytest does not know travels in each report's `user_properties` (xdist carries
 them from the worker that ran the case to the controller): the case's area and id,
 and for a case that failed, the calls it made with the rule, input, expected and
-actual answer (`harness.surfaces.Outcome`).
+actual answer (`harness.session.engine.Outcome`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from harness.backend import errno_name
-from harness.surfaces import Outcome
-from harness.target import Target
+from harness.host.backend import errno_name
+from harness.session.engine import Outcome
+from harness.session.target import Target
 
 Result = Literal["pass", "fail", "error", "xpass", "xfail", "skip"]
 LABELS: dict[Result, str] = {
@@ -42,7 +42,7 @@ AREAS = ("sizing", "reserved", "alignment", "caps", "parity", "guest_memfd")  # 
 
 CASE_PROPERTY = "kvmconf.case"
 CALLS_PROPERTY = "kvmconf.calls"
-FINDING_PREFIX = "known finding: "  # harness.plugin's xfail reason
+FINDING_PREFIX = "known finding: "  # harness.session.plugin's xfail reason
 XPASS_STRICT = "[XPASS(strict)] "
 
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from harness.abi.facts import Ioctl, Struct
-from harness.backend import describe
-from harness.kvm import GuestMemfd, KvmFd, Vm, ioctl_label
+from harness.host.backend import describe
+from harness.host.fds import GuestMemfd, KvmFd, Vm, ioctl_label
+from harness.host.usermem import Placement, Unmapped, among_canaries, at_guard
 from harness.rules import (
     Expect,
     MemoryAttributesInput,
@@ -29,8 +30,7 @@ from harness.rules import (
     set_memory_attributes,
     set_user_memory_region2,
 )
-from harness.target import Target, fd_label
-from harness.usermem import Placement, Unmapped, among_canaries, at_guard
+from harness.session.target import Target, fd_label
 
 GMEM_PAGES = 4  # size of the guest_memfd a case binds or sends attributes through
 

@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from harness.cli.runs import RunFolder
+from harness.paths import ROOT
 from harness.qemu.errors import GuestError
 from harness.qemu.kernel import find_kernel
 from harness.qemu.runner import qemu_binary, run_in_qemu
-from harness.runs import ROOT, RunFolder
 
 _FIRST_CASE = re.compile(r"^1/\d+ cases$")
 

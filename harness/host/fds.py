@@ -12,7 +12,7 @@ import os
 from types import TracebackType
 
 from harness.abi.facts import AbiFacts
-from harness.backend import Backend, describe, errno_name
+from harness.host.backend import Backend, describe, errno_name
 
 
 class IoctlError(OSError):

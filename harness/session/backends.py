@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.abi.facts import AbiFacts
-from harness.backend import Backend, KernelBackend
+from harness.host.backend import Backend, KernelBackend
 from harness.model.backend import ModelBackend
 from harness.model.mutants import Mutant, MutantError, mutant
 

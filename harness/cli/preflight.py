@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import KvmconfError
-from harness.runs import ROOT
+from harness.paths import ROOT
 
 
 class CollectionAbort(KvmconfError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.abi.facts import AbiFacts
-from harness.kvm import Kvm, vm_label
+from harness.host.fds import Kvm, vm_label
 
 
 @dataclass(frozen=True)

@@ -14,18 +14,19 @@ from pathlib import Path
 import pytest
 
 from harness.abi.profile import DEFAULT_PROFILE, known_profiles, load_profile
-from harness.backends import backend_names, check_mutant
-from harness.bench import add_parser as add_bench_parser
-from harness.bench import cmd_bench
+from harness.cases.expectations import load as load_expectations
+from harness.cli.bench import add_parser as add_bench_parser
+from harness.cli.bench import cmd_bench
+from harness.cli.preflight import check_collection, collection_args
+from harness.cli.runs import RunFolder
+from harness.cli.vmrun import run_under_qemu, validate_kernel
 from harness.errors import KvmconfError
-from harness.expectations import load as load_expectations
-from harness.interrupts import INTERRUPTED, run_suite
-from harness.preflight import check_collection, collection_args
+from harness.paths import REPORTS, ROOT
 from harness.report.compare import add_parser as add_compare_parser
 from harness.report.compare import run as cmd_compare
-from harness.runs import REPORTS, ROOT, RunFolder
-from harness.target import check_device, load_facts
-from harness.vmrun import run_under_qemu, validate_kernel
+from harness.session.backends import backend_names, check_mutant
+from harness.session.interrupts import INTERRUPTED, run_suite
+from harness.session.target import check_device, load_facts
 
 EPILOG = ("Exit codes: pytest's (0 passed, 1 a check failed, 2 collection errors, 5 no cases), 130 interrupted, "
           "or kvmconf's for bad input (README: Exit codes).")
@@ -112,9 +113,9 @@ def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
         f"--rootdir={ROOT}",
         "-p", "no:cacheprovider",
         *collection_args(args),
-        f"--kvmconf-run-dir={out}",  # harness.report.plugin: report.html, junit.xml, results.jsonl, results.ktap, kcidb.json
+        f"--kvmconf-run-dir={out}",  # harness.session.report_plugin: report.html, junit.xml, results.jsonl, results.ktap, kcidb.json
         "-q",
-        f"--timeout={args.case_timeout:g}", "--timeout-method=signal",  # harness.health names it a hang
+        f"--timeout={args.case_timeout:g}", "--timeout-method=signal",  # harness.session.health names it a hang
     ]
     if args.fuzz_examples:
         argv.append(f"--fuzz-examples={args.fuzz_examples}")

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ExpectationsMalformed
+from harness.paths import EXPECTATIONS_DIR
 from harness.rules import KernelData
-
-EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from harness.abi.facts import AbiFacts, Ioctl, Struct
 from harness.abi.ioc import Dir
 from harness.abi.profile import catalogue
+from harness.host.usermem import PAGE_SIZE
 from harness.rules import USER_MEM_SLOTS
-from harness.surfaces import Case
-from harness.target import Target
-from harness.usermem import PAGE_SIZE
+from harness.session.engine import Case
+from harness.session.target import Target
 
 ONES = (1 << 64) - 1
 

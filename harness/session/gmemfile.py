@@ -9,6 +9,7 @@ from __future__ import annotations
 import mmap as _mmap
 from contextlib import ExitStack
 
+from harness.host.usermem import among_canaries
 from harness.rules import (
     Expect,
     as_s64,
@@ -16,9 +17,8 @@ from harness.rules import (
     guest_memfd_io,
     guest_memfd_mmap,
 )
-from harness.surfaces import GMEM_PAGES, Case, Outcome
-from harness.target import Target, fd_label
-from harness.usermem import among_canaries
+from harness.session.engine import GMEM_PAGES, Case, Outcome
+from harness.session.target import Target, fd_label
 
 
 def run_file_case(t: Target, case: Case) -> Outcome:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness.runs import RunFolder
+from harness.cli.runs import RunFolder
 
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 SHOWN = 3

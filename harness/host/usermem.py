@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from types import TracebackType
 
-from harness.backend import mmap_anon, mprotect, munmap
+from harness.host.backend import mmap_anon, mprotect, munmap
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CANARY = 0x5A

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.plugin import TARGET_KEY
+from harness.session.plugin import TARGET_KEY
 
 KMSG = "/dev/kmsg"
 TAINTED = "/proc/sys/kernel/tainted"

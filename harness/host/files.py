@@ -1,6 +1,6 @@
 """Report files appear whole or not at all: each is written under a hidden temporary
 name and renamed into place, so a run that dies mid-write leaves no file that looks
-complete (the run folder itself is marked incomplete by `harness.runs`)."""
+complete (the run folder itself is marked incomplete by `harness.cli.runs`)."""
 
 from __future__ import annotations
 

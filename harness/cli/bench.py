@@ -41,13 +41,14 @@ from typing import Any
 
 from harness.abi.facts import AbiFacts
 from harness.abi.profile import DEFAULT_PROFILE
-from harness.backend import KernelBackend, describe
-from harness.backends import backend_names
+from harness.cli.runs import RunFolder
 from harness.errors import GccMissing
-from harness.kvm import Kvm, KvmFd
-from harness.runs import REPORTS, ROOT, RunFolder
-from harness.target import check_device, load_facts
-from harness.usermem import PAGE_SIZE
+from harness.host.backend import KernelBackend, describe
+from harness.host.fds import Kvm, KvmFd
+from harness.host.usermem import PAGE_SIZE
+from harness.paths import REPORTS, ROOT
+from harness.session.backends import backend_names
+from harness.session.target import check_device, load_facts
 
 DEFAULT_RUNS = 5
 DEFAULT_CALLS = 200_000

@@ -14,20 +14,21 @@ from typing import Any
 
 import pytest
 
-from harness import tables
 from harness.abi.profile import DEFAULT_PROFILE
-from harness.backends import backend_names, make_backend
-from harness.caps import CapTable
+from harness.cases import tables
+from harness.cases.expectations import NONE, Expectations, for_release, load
 from harness.errors import ExpectationsUnknownCases, KvmconfError
-from harness.expectations import NONE, Expectations, for_release, load
-from harness.surfaces import Case
-from harness.target import Target, check_device, load_facts, make_target
+from harness.host.caps import CapTable
+from harness.paths import SUITES
+from harness.session.backends import backend_names, make_backend
+from harness.session.engine import Case
+from harness.session.target import Target, check_device, load_facts, make_target
 
 TARGET_KEY = pytest.StashKey[Target]()
 EXPECT_KEY = pytest.StashKey[Expectations]()
 pytest_plugins = [
-    "harness.report.plugin",  # the run's model and report folder (--kvmconf-run-dir)
-    "harness.progress",  # N/M cases on a QEMU guest's console
+    "harness.session.report_plugin",  # the run's model and report folder (--kvmconf-run-dir)
+    "harness.session.progress",  # N/M cases on a QEMU guest's console
 ]
 CaseTable = Callable[[Target], list[Case]]
 
@@ -43,7 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "cases(name): parametrize `case` from harness.tables.<name>, built from the ABI facts and caps")
+    config.addinivalue_line("markers", "cases(name): parametrize `case` from harness.cases.tables.<name>, from the ABI facts and caps")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "kvmconf-xdist")
 
@@ -132,7 +133,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if finding is not None:
             matched.add(exp.findings.index(finding))
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"known finding: {finding.reason}"))
-    suites = {Path(p).name for p in Path(__file__).resolve().parent.parent.glob("suites/test_*.py")}
+    suites = {Path(p).name for p in SUITES.glob("test_*.py")}
     collected = {Path(str(item.fspath)).name for item in items}
     if suites <= collected:
         unknown = [p for i, f in enumerate(exp.findings) if i not in matched for p in f.patterns]

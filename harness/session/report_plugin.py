@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 from _pytest.junitxml import xml_key
 
-from harness.plugin import EXPECT_KEY, TARGET_KEY
+from harness.host.files import partial_name, publish, write_atomic
 from harness.report import html, kcidb, ktap
-from harness.report.files import partial_name, publish, write_atomic
 from harness.report.model import (
     COLUMNS,
     LABELS,
@@ -37,7 +36,8 @@ from harness.report.model import (
     run_info,
     split_nodeid,
 )
-from harness.surfaces import Case, take_outcomes
+from harness.session.engine import Case, take_outcomes
+from harness.session.plugin import EXPECT_KEY, TARGET_KEY
 
 HTML, JUNIT, JSONL, KTAP, KCIDB = "report.html", "junit.xml", "results.jsonl", "results.ktap", "kcidb.json"
 PLUGIN_NAME = "kvmconf-report"

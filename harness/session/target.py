@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from harness.abi.facts import AbiFacts, Ioctl
-from harness.abi.header import facts_from_header
 from harness.abi.profile import DEFAULT_PROFILE, catalogue, load_profile
-from harness.backend import Backend
-from harness.caps import CapTable, probe_caps
 from harness.errors import DeviceMissing, DeviceNotCharacter, DevicePermission
-from harness.kvm import Kvm, Vm, vm_label
+from harness.host.backend import Backend
+from harness.host.caps import CapTable, probe_caps
+from harness.host.fds import Kvm, Vm, vm_label
+from harness.host.header import facts_from_header
+from harness.host.usermem import PAGE_SIZE
 from harness.rules import KernelData
-from harness.usermem import PAGE_SIZE
 
 SYSTEM_LABEL = "/dev/kvm"
 

@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 from harness.errors import ReportsNotWritable
-
-ROOT = Path(__file__).resolve().parent.parent
-REPORTS = ROOT / "reports"
+from harness.paths import REPORTS
 
 
 def new_run_id(now: float | None = None) -> str:
