@@ -55,3 +55,9 @@ class ProfileUnknown(KvmconfError):
 
 class ReportsNotWritable(KvmconfError):
     exit_code = 60
+
+
+class SurfaceMissing(KvmconfError):
+    """A struct ioctl of the ABI facts has no surface in harness/surfaces/."""
+
+    exit_code = 52

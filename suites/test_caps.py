@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.host.fds import vm_label
+from harness.abi.fdkind import SYSTEM_LABEL, FdKind
 from harness.rules import create_vm
 from harness.session.engine import Case, Outcome, run_ioctl_case, run_null_case, verdict
-from harness.session.target import SYSTEM_LABEL, Target
+from harness.session.target import Target
 
 
 def _ask(target: Target, case: Case, cap: str) -> int:
@@ -17,24 +17,21 @@ def _ask(target: Target, case: Case, cap: str) -> int:
     number = target.facts.cap_number(cap, model=target.model)
     if number is None:
         pytest.skip(f"{cap} has no number in {target.facts.source}")
-    if case.fd == "system":
+    if case.fd == FdKind.SYSTEM:
         return target.kvm.check_extension(number)
     target.require_vm(case.vm_type)
     with target.vm(case.vm_type) as vm:
         return vm.check_extension(number)
 
 
-def _where(case: Case) -> str:
-    return SYSTEM_LABEL if case.fd == "system" else vm_label(case.vm_type)
-
 
 @pytest.mark.cases("cap_answers")
 def test_cap_stable(target: Target, case: Case) -> None:
     """A cap answers the same on every call and on every fresh fd of a scope."""
     cap = str(case.knob("cap"))
-    probed = target.caps.at(cap, None if case.fd == "system" else case.vm_type)
+    probed = target.caps.at(cap, None if case.fd == FdKind.SYSTEM else case.vm_type)
     answers = [_ask(target, case, cap) for _ in range(3)]
-    assert answers == [probed] * 3, f"KVM_CHECK_EXTENSION({cap}) on {_where(case)}: answered {answers}, at the probe {probed}"
+    assert answers == [probed] * 3, f"KVM_CHECK_EXTENSION({cap}) on {case.where}: answered {answers}, at the probe {probed}"
 
 
 @pytest.mark.cases("bitmask_caps")
@@ -43,7 +40,7 @@ def test_vm_scope_within_system(target: Target, case: Case) -> None:
     cap = str(case.knob("cap"))
     system = target.cap(cap, None)
     vm = target.cap(cap, case.vm_type)
-    assert vm & ~system == 0, f"{cap} is 0x{vm:x} on {_where(case)} but 0x{system:x} on /dev/kvm: bits 0x{vm & ~system:x} beyond KVM's"
+    assert vm & ~system == 0, f"{cap} is 0x{vm:x} on {case.where} but 0x{system:x} on /dev/kvm: bits 0x{vm & ~system:x} beyond KVM's"
 
 
 @pytest.mark.cases("cap_mirrors")
@@ -51,7 +48,7 @@ def test_cap_mirror(target: Target, case: Case) -> None:
     """The revision's rule that one cap returns what another returns, at each scope."""
     cap, other = str(case.knob("cap")), str(case.knob("mirrors"))
     a, b = _ask(target, case, cap), _ask(target, case, other)
-    assert a == b, f"{cap} is {a} on {_where(case)} but {other} is {b}; {target.facts.source} says they are equal"
+    assert a == b, f"{cap} is {a} on {case.where} but {other} is {b}; {target.facts.source} says they are equal"
 
 
 @pytest.mark.cases("vm_type_sweep")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.abi.fdkind import FdKind
 from harness.rules import guest_memfd_fstat
 from harness.session.engine import GMEM_PAGES, Case, run_ioctl_case, verdict
 from harness.session.gmemfile import run_file_case
@@ -15,7 +16,7 @@ from harness.session.target import Target
 def test_fstat(target: Target, case: Case) -> None:
     """fstat answers as the rule says: st_size the size asked for, st_blksize the page size."""
     target.require_vm(case.vm_type)
-    target.require_ioctl("KVM_CREATE_GUEST_MEMFD", "vm", case.vm_type)
+    target.require_ioctl("KVM_CREATE_GUEST_MEMFD", FdKind.VM, case.vm_type)
     size = GMEM_PAGES * target.page
     with target.vm(case.vm_type) as vm, vm.create_guest_memfd(size) as gmem:
         st = gmem.fstat()

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from harness.host.backend import describe
+from harness.abi.errnos import describe
+from harness.abi.fdkind import FdKind
 from harness.rules import GUEST_MEMFD_ONLY_CLAUSES
 from harness.session.engine import Case, run_ioctl_case, run_null_case, verdict
 from harness.session.target import Target
@@ -23,7 +24,7 @@ def test_same_answer_on_both_fds(target: Target, case: Case) -> None:
     """Each fd answers as its rule says, and the two answers are the same unless the
     guest_memfd fd's comes from a documented difference. Both fds are always reported."""
     on_vm = run_ioctl_case(target, case)
-    on_gmem = run_ioctl_case(target, replace(case, fd="guest_memfd"))
+    on_gmem = run_ioctl_case(target, replace(case, fd=FdKind.GUEST_MEMFD))
     problems = []
     for outcome in (on_vm, on_gmem):
         try:

@@ -28,21 +28,19 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from harness.abi.facts import Struct, Word
+from harness.cases.case import Case
 from harness.cases.expectations import NONE, Expectations
-from harness.session.engine import Case, Outcome, record, run_ioctl_case, take_outcomes
+from harness.session.engine import record, run_ioctl_case, take_outcomes
 from harness.session.fuzzopt import fuzz_settings
 from harness.session.plugin import expectations_of
 from harness.session.target import Target
+from harness.surfaces import registry
 
-FD_WORDS = frozenset({"guest_memfd"})  # fd numbers: the environment's, never drawn
 # Weights by repetition; hypothesis shrinks toward the first entry. Input fields leaving
 # the baseline: mostly one, sometimes up to three, or all; reserved words: mostly none
-# drawn, one, or all; the bound fd: a valid binding half the time.
+# drawn, one, or all. Setups (a memslot's bound fd) are the surface's `drawn_knobs`.
 FIELDS_MIX = ("one", "one", "one", "some", "all")
 RESERVED_MIX = ("none", "none", "none", "one", "all")
-BINDINGS = [(("binding", kind),) for kind in ("ok", "ok", "ok", "closed", "not-gmem", "other-vm")]
-HUGE = 1 << 30
-MAX_MEMSLOT = 1 << 43  # larger memslots are refused before anything is allocated
 
 
 def edges(bits: int, page: int) -> list[st.SearchStrategy[int]]:
@@ -67,10 +65,10 @@ def word(w: Word, page: int) -> st.SearchStrategy[int]:
 
 
 @st.composite
-def struct_values(draw: st.DrawFn, struct: Struct, page: int, zero: frozenset[str]) -> dict[str, int]:
+def struct_values(draw: st.DrawFn, struct: Struct, page: int, zero: frozenset[str], fd_words: frozenset[str]) -> dict[str, int]:
     """Drawn words of `struct` over its baseline: a few input fields or all of them,
     then no, one or every reserved word (except those in `zero`)."""
-    fields = [w for w in struct.words() if w.field.role == "in" and w.label not in FD_WORDS]
+    fields = [w for w in struct.input_words() if w.label not in fd_words]
     reserved = [w for w in struct.reserved_words() if w.label not in zero]
     many = draw(st.sampled_from(FIELDS_MIX))
     if many == "all":
@@ -94,24 +92,6 @@ def covered(exp: Expectations, example: Case) -> bool:
     return any(exp.finding_for(replace(example, values=(pair,)).id) for pair in example.values)
 
 
-def heavy(example: Case, page: int) -> bool:
-    """A call a real kernel could accept by allocating for a huge range."""
-    v = dict(example.values)
-    if example.surface == "KVM_SET_USER_MEMORY_REGION2":
-        return HUGE < v.get("memory_size", page) <= MAX_MEMSLOT
-    return bool(v.get("attributes", 0)) and v.get("size", page) > HUGE
-
-
-def disagreement(o: Outcome) -> str | None:
-    if not o.expect.matches(o.result):
-        return "answer differs from the rule"
-    if o.diff_outside:
-        return f"the backend wrote {len(o.diff_outside)} bytes outside the struct"
-    if o.trace:
-        return f"the rejected call left a trace: {o.trace}"
-    return None
-
-
 def reproduction(c: Case) -> str:
     """The example as a line to paste into a test that has the `target` fixture."""
     values = "".join(f'("{k}", {v:#x}), ' for k, v in c.values)
@@ -127,23 +107,24 @@ def test_drawn_structs_agree_with_rules(target: Target, case: Case, pytestconfig
     io = target.require_ioctl(case.surface, case.fd, case.vm_type)
     assert io.struct is not None
     struct = target.facts.structs[io.struct]
-    knobs = BINDINGS if case.surface == "KVM_SET_USER_MEMORY_REGION2" else [()]
-    if knobs != [()]:
-        target.require_ioctl("KVM_CREATE_GUEST_MEMFD", "vm", case.vm_type)
+    surface = registry.surface(case.surface)
+    knobs = list(surface.drawn_knobs)
+    for need in {n for k in knobs for n in surface.requirements(replace(case, knobs=k))}:
+        target.require(need, case.vm_type)
     exp = NONE if target.model else expectations_of(pytestconfig, target.kernel)
     zero = frozenset(w.label for w in struct.reserved_words() if exp.finding_for(replace(case, values=((w.label, 1),), tag="").id))
 
     @fuzz_settings(pytestconfig)
-    @given(values=struct_values(struct, target.page, zero), knob=st.sampled_from(knobs))
+    @given(values=struct_values(struct, target.page, zero, surface.fd_words), knob=st.sampled_from(knobs))
     def agree(values: dict[str, int], knob: tuple[tuple[str, str], ...]) -> None:
         example = Case("property", case.surface, case.fd, case.vm_type, tuple(values.items()), knobs=knob)
         if not target.model:
-            assume(not heavy(example, target.page))
+            assume(not surface.heavy(dict(example.values), target.page))
             if covered(exp, example):
                 return
         take_outcomes()  # only the example that fails last goes to the report
         outcome = run_ioctl_case(target, example)
-        problem = disagreement(outcome)
+        problem = outcome.problem()
         if problem:
             record(outcome)
             raise AssertionError(f"{problem}\n{outcome.explain()}\n  case:      {example.id}\n  reproduce: {reproduction(example)}")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 
 from harness.abi.ioc import Dir
-from harness.cases.tables import STRUCT_IOCTLS
+from harness.cases.tables import struct_surfaces
 from harness.session.engine import Case, Outcome, run_ioctl_case, verdict
 from harness.session.target import Target
 
 
-@pytest.mark.parametrize("name", STRUCT_IOCTLS)
+@pytest.mark.parametrize("name", struct_surfaces("sizing"))
 def test_number_encodes_struct(target: Target, name: str) -> None:
     """`_IOC_SIZE` of the header's number equals sizeof(struct) as the header lays it out,
     and `_IOC_DIR` is the profile's (the spec's: v1 in only, v2 in/out). A profile makes
@@ -40,11 +40,11 @@ def test_copy_size(target: Target, case: Case) -> None:
     outcome = run_ioctl_case(target, case)
 
     def wrote_outside_outputs(o: Outcome) -> str | None:
-        """The kernel writes only the struct's output fields (none for an in-only struct)."""
+        """The kernel writes only the struct's output and in/out fields (none for an in-only struct)."""
         io = target.facts.ioctls[case.surface]
         assert io.struct is not None
         struct = target.facts.structs[io.struct]
-        outputs = {b for f in struct.fields if f.role == "out" for b in range(f.offset, f.offset + f.size)}
+        outputs = struct.written_bytes()
         stray = [b for b in o.wrote_inside if b not in outputs]
         if stray and Dir.READ not in io.direction:
             return f"{io.name} is {io.direction.macro} (in only) but the kernel wrote bytes {stray[:8]} of the struct"

@@ -12,12 +12,12 @@ import pytest
 
 from harness.abi.profile import load_profile
 from harness.cases import tables
+from harness.cases.captable import CapTable
 from harness.cases.expectations import NONE, Finding, for_release, load
 from harness.errors import ExpectationsMalformed
 from harness.host.backend import KernelBackend
-from harness.host.caps import CapTable
 from harness.paths import EXPECTATIONS_DIR
-from harness.session.target import Target
+from harness.session.target import make_target
 
 GOOD = """
 [kernel]
@@ -164,11 +164,9 @@ def _all_case_ids() -> set[str]:
         sysc = {"KVM_CAP_VM_TYPES": sum(1 << t for t in types), "KVM_CAP_GUEST_MEMFD_FLAGS": 3, "KVM_CAP_GUEST_MEMFD": 1}
         caps = CapTable(sysc, {t: dict(sysc) for t in types}, types, {})
         for profile in known_profiles():
-            t = Target(KernelBackend(), load_profile(profile), "/dev/kvm", caps, "test", "test")
-            for name in dir(tables):
-                fn = getattr(tables, name)
-                if callable(fn) and getattr(fn, "__module__", "") == tables.__name__ and name in _SUITE_TABLES:
-                    ids.update(c.id for c in fn(t))
+            t = make_target(KernelBackend(), load_profile(profile), "/dev/kvm", "test", "test", caps)
+            for name in sorted(_SUITE_TABLES):
+                ids.update(c.id for c in tables.table(name)(t.plan))
     return ids
 
 

@@ -15,14 +15,17 @@ import pytest
 
 from harness import errors
 from harness.abi.facts import AbiFacts
+from harness.abi.fdkind import FdKind
+from harness.abi.linux import PAGE_SIZE
 from harness.abi.profile import load_profile
+from harness.cases.captable import CapTable, vm_types_of
 from harness.cli.runs import RunFolder
 from harness.errors import DeviceMissing, DeviceNotCharacter, KvmconfError
 from harness.host.backend import KernelBackend, describe, errno_name
-from harness.host.caps import CapTable, probe_caps, vm_types_of
+from harness.host.caps import probe_caps
 from harness.host.fds import IoctlError, Kvm, ioctl_label
-from harness.host.usermem import PAGE_SIZE
-from harness.session.target import check_device, fd_label
+from harness.model.backend import ModelBackend
+from harness.session.target import check_device
 from tests.kvmdev import DEVICE, needs_kvm
 
 
@@ -216,9 +219,9 @@ def test_check_device_ok() -> None:
 
 def test_fd_labels() -> None:
     """The fd names that messages and skip reasons use."""
-    assert fd_label("system", 0) == "/dev/kvm"
-    assert fd_label("vm", 1) == "a VM of type 1"
-    assert fd_label("guest_memfd", 0) == "a guest_memfd of a VM of type 0"
+    assert FdKind.SYSTEM.label(0) == "/dev/kvm"
+    assert FdKind.VM.label(1) == "a VM of type 1"
+    assert FdKind.GUEST_MEMFD.label(0) == "a guest_memfd of a VM of type 0"
 
 
 def test_errno_names() -> None:
@@ -258,3 +261,28 @@ def test_run_folders(tmp_path: Path) -> None:
     assert (tmp_path / "latest").resolve() == broken.resolve()  # the newest run, complete or not
     with pytest.raises(errors.ReportsNotWritable):
         RunFolder(final / "report.html")
+
+
+@pytest.mark.parametrize("backend", ["kernel", "model"])
+def test_vcpu_object(backend: str) -> None:
+    """A vCPU: KVM_CREATE_VCPU, its kvm_run mapped for KVM_GET_VCPU_MMAP_SIZE bytes, a
+    duplicate id refused with EEXIST, and fd and mapping gone after close."""
+    facts = load_profile("released")
+    be = KernelBackend() if backend == "kernel" else ModelBackend(facts)
+    if backend == "kernel":
+        try:
+            check_device("/dev/kvm")
+        except KvmconfError as e:
+            pytest.skip(str(e))
+    with Kvm.open(be, facts, "/dev/kvm") as kvm, kvm.create_vm(0) as vm:
+        size = kvm.vcpu_mmap_size()
+        assert size > 0 and size % PAGE_SIZE == 0
+        with vm.create_vcpu(0, size) as vcpu:
+            assert vcpu.kind == FdKind.VCPU and vcpu.run_addr and vcpu.run_size == size
+            assert vcpu.label == "vCPU 0 of a VM of type 0" == FdKind.VCPU.label(0)
+            with pytest.raises(IoctlError, match=r"KVM_CREATE_VCPU\(id 0\) on a VM of type 0 failed: EEXIST"):
+                vm.create_vcpu(0, size)
+            fd = vcpu.fd
+        assert vcpu.fd == -1 and vcpu.run_addr == 0
+        with pytest.raises(OSError):
+            os.fstat(fd)

@@ -17,6 +17,7 @@ from harness.abi.facts import AbiFacts
 from harness.abi.profile import catalogue, load_profile
 from harness.errors import GccMissing, HeaderCompileError, HeaderIncomplete, HeaderMissing
 from harness.host import header as header_mod
+from harness.host.cstruct import ctype_of
 from harness.host.header import facts_from_header
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed: the header probe compiles with it")
@@ -159,7 +160,7 @@ def test_header_layout_wins(tmp_path: Path) -> None:
     assert gmem.size == 72 and gmem.field("reserved").count == 7
     assert len(gmem.reserved_words()) == 7
     assert facts.ioctls["KVM_CREATE_GUEST_MEMFD"].number == 0xC048AED4
-    assert gmem.ctype is not None and attrs.pack({"flags": 1})[:4] == b"\x01\0\0\0"
+    assert ctype_of(gmem) is not None and attrs.pack({"flags": 1})[:4] == b"\x01\0\0\0"
 
 
 def test_compile_error_has_gccs_first_error(tmp_path: Path) -> None:

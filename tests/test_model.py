@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from harness.abi.facts import AbiFacts
+from harness.abi.linux import PAGE_SIZE
 from harness.abi.profile import load_profile
 from harness.cases import tables
 from harness.cases.expectations import Expectations, for_release
 from harness.errors import KvmconfError
 from harness.host.backend import KernelBackend, describe
-from harness.host.usermem import PAGE_SIZE
 from harness.model.backend import ModelBackend
 from harness.model.mutants import MutantError
 from harness.rules import create_vm
@@ -55,8 +55,7 @@ def pair(released: AbiFacts) -> Iterator[tuple[Target, Target, Expectations]]:
         pytest.skip(str(e))
     release = os.uname().release
     exp = for_release(release)
-    kernel = make_target(KernelBackend(), released, "/dev/kvm", "this machine", release)
-    kernel.kernel_data = exp.kernel_data
+    kernel = make_target(KernelBackend(), released, "/dev/kvm", "this machine", release, kernel_data=exp.kernel_data)
     model = make_target(ModelBackend(released), released, "/dev/kvm", "model", "model-released")
     yield kernel, model, exp
     kernel.close()
@@ -80,7 +79,7 @@ def test_model_answers_as_this_kernel(pair: tuple[Target, Target, Expectations],
     kernel, model, exp = pair
     runner = TABLES[table]
     compared, differ = 0, []
-    for case in getattr(tables, table)(kernel):
+    for case in tables.table(table)(kernel.plan):
         if exp.finding_for(case.id):
             continue
         k, m = _outcome(kernel, case, runner), _outcome(model, case, runner)

@@ -6,24 +6,27 @@ A survivor is a missing or weak check in the suite: fix the suite, never the cat
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 
 import pytest
 
 from harness import rules
+from harness.abi.fdkind import FdKind
 from harness.abi.profile import load_profile
 from harness.model import mutation
 from harness.model.mutants import RULES, catalogue
 from harness.rules import Expect
 
 MIN_MUTANTS = 30
-TAGS = {"kvm": "system", "vm": "vm", "gmem@vm": "guest_memfd"}
 
 
 def rule_functions() -> set[str]:
-    """The functions of harness.rules that give an expected answer."""
-    return {name for name, fn in inspect.getmembers(rules, inspect.isfunction)
-            if fn.__module__ == rules.__name__ and inspect.signature(fn).return_annotation in (Expect, "Expect")}
+    """The functions of harness.rules (and its family modules) that give an expected answer."""
+    modules = [rules, *(importlib.import_module(m.name) for m in pkgutil.iter_modules(rules.__path__, rules.__name__ + "."))]
+    return {name for mod in modules for name, fn in inspect.getmembers(mod, inspect.isfunction)
+            if fn.__module__ == mod.__name__ and inspect.signature(fn).return_annotation in (Expect, "Expect")}
 
 
 def test_catalogue_breaks_every_rule() -> None:
@@ -35,10 +38,9 @@ def test_catalogue_breaks_every_rule() -> None:
     assert not unbroken, f"rules no mutant breaks: {unbroken}"
 
 
-def _fd_kind(case_id: str) -> str:
+def _fd_kind(case_id: str) -> FdKind:
     """The fd kind of a case id's second part ("vm0", "gmem@vm1", "kvm")."""
-    tag = case_id.split("/")[1].rstrip("0123456789")
-    return TAGS.get(tag, tag)
+    return FdKind.from_tag(case_id.split("/")[1])
 
 
 def unexpected_skips(outcome: mutation.Outcome) -> list[str]:

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from harness.abi import profile as profile_mod
-from harness.abi.facts import CTYPES, FD_KINDS, AbiFacts, Struct
+from harness.abi.facts import AbiFacts, Struct
+from harness.abi.fdkind import FdKind
 from harness.abi.ioc import ASM_GENERIC, Dir
 from harness.abi.profile import KVMIO, catalogue, known_profiles, load_profile, profile_summary
 from harness.errors import ProfileUnknown
-from harness.host.caps import cap_numbers
+from harness.host.cstruct import CTYPES, ctype_of
 
 U64 = (1 << 64) - 1
 
@@ -91,7 +92,7 @@ def test_ctypes_twins_match(name: str) -> None:
     """Each struct's ctypes twin, and a naturally aligned C struct of the same members,
     have the profile's size and offsets."""
     for s in load_profile(name).structs.values():
-        twin, natural = s.ctype, _natural(s)
+        twin, natural = ctype_of(s), _natural(s)
         assert ctypes.sizeof(twin) == ctypes.sizeof(natural) == s.size, s.name
         for f in s.fields:
             assert getattr(twin, f.name).offset == getattr(natural, f.name).offset == f.offset, f"{s.name}.{f.name}"
@@ -148,9 +149,9 @@ def test_constants(released: AbiFacts) -> None:
 def test_model_caps_never_probed_on_a_kernel(rfc: AbiFacts) -> None:
     """Patch 10's cap has no ABI number: only the model backend may ask it."""
     assert "KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES" not in rfc.caps
-    assert rfc.cap_number("KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES") is None
+    assert rfc.cap_number("KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES", model=False) is None
     assert rfc.cap_number("KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES", model=True) is not None
-    assert "KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES" not in cap_numbers(rfc, model=False)
+    assert "KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES" not in rfc.cap_numbers(model=False)
     assert "KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES" not in catalogue().caps
 
 
@@ -163,6 +164,7 @@ def test_released_ioctl_numbers(released: AbiFacts) -> None:
     assert numbers == {
         "KVM_CREATE_VM": 0xAE01, "KVM_CHECK_EXTENSION": 0xAE03, "KVM_SET_USER_MEMORY_REGION2": 0x40A0AE49,
         "KVM_SET_MEMORY_ATTRIBUTES": 0x4020AED2, "KVM_CREATE_GUEST_MEMFD": 0xC040AED4,
+        "KVM_GET_VCPU_MMAP_SIZE": 0xAE04, "KVM_CREATE_VCPU": 0xAE41, "KVM_RUN": 0xAE80,
     }
     gmem = released.ioctls["KVM_CREATE_GUEST_MEMFD"]
     assert (gmem.fds, gmem.caps, gmem.flags_cap) == (("vm",), {"vm": "KVM_CAP_GUEST_MEMFD"}, "KVM_CAP_GUEST_MEMFD_FLAGS")
@@ -224,14 +226,14 @@ def test_profile_is_consistent(name: str) -> None:
     for io in facts.ioctls.values():
         size = facts.structs[io.struct].size if io.struct else 0
         assert ASM_GENERIC.decode(io.number) == (io.direction, KVMIO, io.nr, size), io.name
-        assert set(io.fds) <= set(FD_KINDS), io.name
+        assert set(io.fds) <= set(FdKind), io.name
         named = {*io.caps.values(), *io.attributes_caps.values(), *([io.flags_cap] if io.flags_cap else [])}
         assert named <= defined, f"{io.name} names caps {sorted(named - defined)} that profile {name} does not define"
         assert set(io.caps) <= set(io.fds) and set(io.attributes_caps) <= set(io.fds), io.name
     for a, b in facts.cap_mirrors.items():
         assert a in facts.caps and b in facts.caps, (a, b)
     for s in facts.structs.values():
-        assert ctypes.sizeof(s.ctype) == s.size
+        assert ctypes.sizeof(ctype_of(s)) == s.size
         assert sorted(w.offset for w in s.words()) == [w.offset for w in s.words()], f"{s.name}: fields overlap or are unordered"
 
 

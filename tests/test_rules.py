@@ -14,20 +14,18 @@ import pytest
 
 from harness import rules
 from harness.abi.facts import Struct
+from harness.abi.linux import PAGE_SIZE, as_s64, wraps
 from harness.abi.profile import load_profile
+from harness.cases.captable import CapTable
 from harness.host.backend import KernelBackend
-from harness.host.caps import CapTable
-from harness.host.usermem import PAGE_SIZE
 from harness.rules import (
     GUEST_MEMFD_ONLY_CLAUSES,
     Expect,
     KernelData,
     MemoryAttributesInput,
     MemslotInput,
-    as_s64,
-    wraps,
 )
-from harness.session.target import Target
+from harness.session.target import Target, make_target
 
 P = PAGE_SIZE
 ONES = (1 << 64) - 1
@@ -151,7 +149,7 @@ def test_past_file_end_is_the_only_gmem_clause() -> None:
 def _fake_target(profile: str) -> Target:
     """A Target for table generation only: no device is opened."""
     sysc = {"KVM_CAP_VM_TYPES": 1, "KVM_CAP_GUEST_MEMFD_FLAGS": 3, "KVM_CAP_MEMORY_ATTRIBUTES": PRIVATE}
-    return Target(KernelBackend(), load_profile(profile), "/dev/kvm", CapTable(sysc, {0: dict(sysc)}, (0,), {}), "test", "test")
+    return make_target(KernelBackend(), load_profile(profile), "/dev/kvm", "test", "test", CapTable(sysc, {0: dict(sysc)}, (0,), {}))
 
 
 def test_parity_matrix_differs_only_by_documented_clauses() -> None:
@@ -159,7 +157,7 @@ def test_parity_matrix_differs_only_by_documented_clauses() -> None:
     same answers, except the documented differences (the file's bounds)."""
     from harness.cases.tables import parity_rows
 
-    cases = parity_rows(_fake_target("rfc-v4"))
+    cases = parity_rows(_fake_target("rfc-v4").plan)
     assert cases
     for case in cases:
         values = {"address": 0, "size": P, "attributes": 0, "flags": 0, **dict(case.values)}

@@ -19,11 +19,11 @@ import pytest
 
 from harness.abi.profile import catalogue, known_profiles, load_profile
 from harness.cases import tables
+from harness.cases.captable import CapTable
 from harness.host.backend import KernelBackend
-from harness.host.caps import CapTable
 from harness.paths import ROOT
 from harness.session.engine import Case, hexv
-from harness.session.target import Target
+from harness.session.target import Target, make_target
 from tests.kvmdev import child_env, device_problem
 
 SUITES = ROOT / "suites"
@@ -48,12 +48,12 @@ def fake_target(profile: str, vm_types: tuple[int, ...] = (0,)) -> Target:
     sysc = {"KVM_CAP_VM_TYPES": sum(1 << t for t in vm_types), "KVM_CAP_GUEST_MEMFD_FLAGS": 3, "KVM_CAP_GUEST_MEMFD": 1,
             "KVM_CAP_MEMORY_ATTRIBUTES": 8, "KVM_CAP_USER_MEMORY2": 1}
     per_vm = {t: {**sysc, "KVM_CAP_MEMORY_ATTRIBUTES": 8 if t else 0} for t in vm_types}
-    return Target(KernelBackend(), load_profile(profile), "/dev/kvm", CapTable(sysc, per_vm, vm_types, {}), "test", "test")
+    return make_target(KernelBackend(), load_profile(profile), "/dev/kvm", "test", "test", CapTable(sysc, per_vm, vm_types, {}))
 
 
 def table(name: str) -> Callable[[Target], list[Case]]:
-    fn: Callable[[Target], list[Case]] = getattr(tables, name)
-    return fn
+    fn = tables.table(name)
+    return lambda t: fn(t.plan)
 
 
 TARGETS = [(p, vt) for p in known_profiles() for vt in ((0,), (0, 1))]
@@ -64,7 +64,7 @@ def test_suites_name_existing_tables() -> None:
     names = suite_tables()
     assert len(names) >= 15
     for name in names:
-        assert callable(getattr(tables, name, None)), f"suites use table {name}, which harness.cases.tables lacks"
+        assert name in tables.table_names(), f"suites use table {name}, which no table module has"
 
 
 @pytest.mark.parametrize(("profile", "vm_types"), TARGETS, ids=[f"{p}-types{''.join(map(str, v))}" for p, v in TARGETS])
@@ -108,13 +108,13 @@ def test_tables_are_deterministic() -> None:
 def test_reserved_words_and_bits() -> None:
     """Every reserved word with 1, its top bit and all ones; every flag bit once."""
     t = fake_target("released")
-    ids = {c.id for c in tables.reserved_words(t)}
+    ids = {c.id for c in tables.reserved_words(t.plan)}
     for i in range(6):
         for v in ("1", "0x8000000000000000", "0xffffffffffffffff"):
             assert f"KVM_CREATE_GUEST_MEMFD/vm0/reserved[{i}]={v}" in ids
     assert {"KVM_SET_USER_MEMORY_REGION2/vm0/pad1=0x80000000", "KVM_SET_USER_MEMORY_REGION2/vm0/pad1=0xffffffff",
             "KVM_SET_USER_MEMORY_REGION2/vm0/pad2[13]=1"} <= ids
-    bits = {c.id for c in tables.flag_bits(t)}
+    bits = {c.id for c in tables.flag_bits(t.plan)}
     assert {f"KVM_CREATE_GUEST_MEMFD/vm0/flags={hexv(1 << b)}" for b in range(64)} <= bits
     assert hexv(8) == "8" and hexv(16) == "0x10"
     assert sum(i.startswith("KVM_SET_USER_MEMORY_REGION2/vm0/flags=") and "binding=" not in i for i in bits) == 32

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.host import usermem
-from harness.host.backend import KernelBackend, errno_name, last_errno, libc
-from harness.host.usermem import CANARY, PAGE_SIZE, Placement, Unmapped, among_canaries, at_guard
+from harness.abi.errnos import errno_name
+from harness.abi.linux import PAGE_SIZE
+from harness.host.backend import KernelBackend
+from harness.host.libc import last_errno, libc
+from harness.host.usermem import CANARY, Placement, Unmapped, among_canaries, at_guard
 from harness.paths import ROOT
 
 
@@ -186,7 +188,7 @@ def _sources() -> list[Path]:
 
 def test_no_page_size_literal() -> None:
     """spec: "page size from sysconf, never 4096 literal" in the harness and the suites."""
-    assert usermem.PAGE_SIZE == os.sysconf("SC_PAGE_SIZE")
+    assert PAGE_SIZE == os.sysconf("SC_PAGE_SIZE")
     found = []
     for path in _sources():
         for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):

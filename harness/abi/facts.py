@@ -8,17 +8,20 @@ skip and say what was missing; they are never given a guessed number.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
 
+from harness.abi.fdkind import FdKind
 from harness.abi.ioc import Dir, IocEncoding
 
-FD_KINDS = ("system", "vm", "guest_memfd")
-CTYPES = {"u8": ctypes.c_uint8, "u16": ctypes.c_uint16, "u32": ctypes.c_uint32, "u64": ctypes.c_uint64}
-TYPE_BY_SIZE = {1: "u8", 2: "u16", 4: "u32", 8: "u64"}
+SIZES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8}
+TYPE_BY_SIZE = {v: k for k, v in SIZES.items()}
+# What each role promises. "in": an input; "inout": an input the kernel writes back
+# (KVM_PRE_FAULT_MEMORY's gpa and size); "out": written by the kernel, zero when sent;
+# "reserved" and "pad": must be zero by the hygiene rules.
+ROLES = ("in", "inout", "out", "reserved", "pad")
+MUST_BE_ZERO = frozenset({"reserved", "pad", "out"})
+KERNEL_WRITES = frozenset({"out", "inout"})
 
 
 @dataclass(frozen=True)
@@ -29,11 +32,11 @@ class Field:
     type: str
     offset: int
     count: int = 1
-    role: str = "in"  # "in", "reserved" (must be zero by the hygiene rules), "out" (written by the kernel; zero when sent)
+    role: str = "in"  # one of ROLES
 
     @property
     def elem_size(self) -> int:
-        return ctypes.sizeof(CTYPES[self.type])
+        return SIZES[self.type]
 
     @property
     def size(self) -> int:
@@ -83,24 +86,15 @@ class Struct:
     def reserved_words(self) -> list[Word]:
         """Words that must be zero when sent: reserved words and pads, and output fields,
         which the kernel fills in (v3's `error_offset`: non-zero on input → EINVAL)."""
-        return [w for w in self.words() if w.field.role in ("reserved", "out")]
+        return [w for w in self.words() if w.field.role in MUST_BE_ZERO]
 
-    @cached_property
-    def ctype(self) -> type[ctypes.Structure]:
-        """A ctypes.Structure with this exact layout (explicit padding where needed)."""
-        members: list[tuple[str, type]] = []
-        pos = 0
-        for f in sorted(self.fields, key=lambda f: f.offset):
-            if f.offset > pos:
-                members.append((f"_pad_{pos}", ctypes.c_uint8 * (f.offset - pos)))
-            base: Any = CTYPES[f.type]
-            members.append((f.name, base * f.count if f.count > 1 else base))
-            pos = f.offset + f.size
-        if self.size > pos:
-            members.append((f"_pad_{pos}", ctypes.c_uint8 * (self.size - pos)))
-        cls = type(self.name, (ctypes.Structure,), {"_pack_": 1, "_fields_": members})
-        assert ctypes.sizeof(cls) == self.size, self.name
-        return cls
+    def input_words(self) -> list[Word]:
+        """Words a caller chooses: inputs and in/out fields."""
+        return [w for w in self.words() if w.field.role in ("in", "inout")]
+
+    def written_bytes(self) -> frozenset[int]:
+        """Offsets the kernel may write: output and in/out fields."""
+        return frozenset(b for f in self.fields if f.role in KERNEL_WRITES for b in range(f.offset, f.offset + f.size))
 
     def pack(self, values: Mapping[str, int]) -> bytes:
         """Bytes of the struct with `values` ("flags", "reserved[3]") set, the rest zero."""
@@ -129,9 +123,9 @@ class Ioctl:
     nr: int
     struct: str | None
     number: int
-    fds: tuple[str, ...]
-    caps: Mapping[str, str] = field(default_factory=dict)
-    attributes_caps: Mapping[str, str] = field(default_factory=dict)
+    fds: tuple[FdKind, ...]
+    caps: Mapping[FdKind, str] = field(default_factory=dict)
+    attributes_caps: Mapping[FdKind, str] = field(default_factory=dict)
     flags_cap: str | None = None
     type: int = 0xAE
 
@@ -157,13 +151,16 @@ class AbiFacts:
             return None
         return self.absent.get(symbol, f"{symbol} is not defined by {self.source}")
 
-    def cap_number(self, name: str, *, model: bool = False) -> int | None:
-        """A cap's number; numbers that only a profile's model knows count only for the model."""
-        if name in self.caps:
-            return self.caps[name]
+    def cap_numbers(self, *, model: bool) -> dict[str, int]:
+        """Every cap number the facts name; a profile's model-only numbers count only
+        for the model backend (real kernels took those numbers for other caps)."""
+        numbers = dict(self.caps)
         if model:
-            return self.model_caps.get(name)
-        return None
+            numbers.update({k: v for k, v in self.model_caps.items() if k not in numbers})
+        return numbers
+
+    def cap_number(self, name: str, *, model: bool) -> int | None:
+        return self.cap_numbers(model=model).get(name)
 
     def const(self, name: str) -> int:
         return self.constants[name]

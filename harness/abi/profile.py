@@ -13,7 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from harness.abi.facts import CTYPES, FD_KINDS, AbiFacts, Field, Ioctl, Struct
+from harness.abi.facts import ROLES, SIZES, AbiFacts, Field, Ioctl, Struct
+from harness.abi.fdkind import FdKind
 from harness.abi.ioc import Dir, IocEncoding, host_encoding
 from harness.errors import ProfileUnknown
 
@@ -80,21 +81,21 @@ def c_layout(name: str, spec: list[Mapping[str, Any]]) -> Struct:
     return Struct(name, size, tuple(fields))
 
 
-def _per_fd(value: str | Mapping[str, str] | None, fds: tuple[str, ...]) -> dict[str, str]:
+def _per_fd(value: str | Mapping[str, str] | None, fds: tuple[FdKind, ...]) -> dict[FdKind, str]:
     if value is None:
         return {}
     if isinstance(value, str):
         return dict.fromkeys(fds, value)
-    return dict(value)
+    return {FdKind.parse(k): v for k, v in value.items()}
 
 
 def build_ioctl(name: str, spec: Mapping[str, Any], structs: Mapping[str, Struct], enc: IocEncoding) -> Ioctl:
     direction = Dir.from_macro(spec["dir"])
     struct = spec.get("struct")
-    fds = tuple(spec.get("fds", ["vm"]))
-    unknown = set(fds) - set(FD_KINDS)
-    if unknown:
-        raise ValueError(f"{name}: unknown fd kinds {sorted(unknown)}")
+    try:
+        fds = tuple(FdKind.parse(k) for k in spec.get("fds", ["vm"]))
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
     size = structs[struct].size if struct else 0
     return Ioctl(
         name=name,
@@ -121,8 +122,10 @@ def _load_profile(name: str, enc: IocEncoding) -> AbiFacts:
     structs = {sname: c_layout(sname, s["fields"]) for sname, s in raw.get("structs", {}).items()}
     for s in structs.values():
         for f in s.fields:
-            if f.type not in CTYPES:
+            if f.type not in SIZES:
                 raise ValueError(f"profile {name}: {s.name}.{f.name} has unknown type {f.type}")
+            if f.role not in ROLES:
+                raise ValueError(f"profile {name}: {s.name}.{f.name} has unknown role {f.role}; roles: {', '.join(ROLES)}")
     ioctls = {iname: build_ioctl(iname, spec, structs, enc) for iname, spec in raw.get("ioctls", {}).items()}
     return AbiFacts(
         source=f"profile {name}",
@@ -163,7 +166,7 @@ def _catalogue(encoding: IocEncoding) -> AbiFacts:
         # an ioctl keeps every fd kind any revision gives it (v5 drops the VM fd that
         # rfc-v4 had), so its cases exist, and skip, in every revision
         revs = [f.ioctls[k] for f in facts if k in f.ioctls]
-        fds = tuple(fd for fd in FD_KINDS if any(fd in r.fds for r in revs))
+        fds = tuple(fd for fd in FdKind if any(fd in r.fds for r in revs))
         caps = {fd: c for r in revs for fd, c in r.caps.items()}
         attrs = {fd: c for r in revs for fd, c in r.attributes_caps.items()}
         ioctls[k] = replace(i, fds=fds, caps=caps, attributes_caps=attrs)

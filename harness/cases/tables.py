@@ -8,56 +8,47 @@ revisions have the same case ids; their requirement then skips them with the rea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from harness.abi.facts import AbiFacts, Ioctl, Struct
+from harness.abi.facts import Ioctl, Struct
+from harness.abi.fdkind import FdKind
 from harness.abi.ioc import Dir
-from harness.abi.profile import catalogue
-from harness.host.usermem import PAGE_SIZE
+from harness.abi.linux import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, U32, U64
+from harness.cases.case import Case
+from harness.cases.plan import Plan
+from harness.cases.values import page_residues, reserved_values, wrap_points
 from harness.rules import USER_MEM_SLOTS
-from harness.session.engine import Case
-from harness.session.target import Target
+from harness.surfaces import registry
 
-ONES = (1 << 64) - 1
-
-
-def reserved_values(bits: int) -> tuple[int, int, int]:
-    """1, the top bit and all ones of a word (1, 1<<63, ~0 for a u64)."""
-    return (1, 1 << (bits - 1), (1 << bits) - 1)
-STRUCT_IOCTLS = ("KVM_SET_MEMORY_ATTRIBUTES", "KVM_SET_MEMORY_ATTRIBUTES2", "KVM_CREATE_GUEST_MEMFD", "KVM_SET_USER_MEMORY_REGION2")
-ATTRIBUTE_IOCTLS = ("KVM_SET_MEMORY_ATTRIBUTES", "KVM_SET_MEMORY_ATTRIBUTES2")
+SYSTEM, VM, GMEM = FdKind.SYSTEM, FdKind.VM, FdKind.GUEST_MEMFD
 
 
-def surface(t: Target, name: str) -> tuple[Ioctl, Struct]:
+ATTRIBUTE_IOCTLS = tuple(s.name for s in registry.SURFACES if s.family == "memory attributes")
+
+
+def struct_surfaces(table: str) -> list[str]:
+    """The struct ioctls that take part in `table`, in registry order."""
+    return [s.name for s in registry.with_table(table)]
+
+
+def surface(t: Plan, name: str) -> tuple[Ioctl, Struct]:
     """The ioctl and struct for case generation. The ioctl is the catalogue's, with every
     fd kind any revision gives it, so the same cases exist (and skip) in every revision;
-    the struct is the active facts' layout where they have one."""
-    cat = catalogue(t.facts.encoding)
-    io = cat.ioctls[name]
+    the struct is the run's layout where it has one."""
+    io = t.generated(name)
     assert io.struct is not None
-    facts: AbiFacts = t.facts if io.struct in t.facts.structs else cat
-    return io, facts.structs[io.struct]
+    return io, t.struct_for(name).structs[io.struct]
 
 
-def fd_kinds(t: Target, name: str) -> tuple[str, ...]:
+def fd_kinds(t: Plan, name: str) -> tuple[FdKind, ...]:
     return surface(t, name)[0].fds
 
 
-def vm_types(t: Target) -> tuple[int, ...]:
-    return t.caps.vm_types
+def vm_types(t: Plan) -> tuple[int, ...]:
+    return t.vm_types
 
 
-def page_residues(page: int = PAGE_SIZE) -> tuple[int, ...]:
-    """Unaligned residues that matter: 1, page−1 and one between."""
-    return (1, page // 2 + 8, page - 1)
-
-
-def wrap_points(page: int = PAGE_SIZE) -> tuple[int, ...]:
-    """Page-aligned values where signed (2^63) and unsigned (2^64) arithmetic wraps."""
-    return ((1 << 63) - page, 1 << 63, (1 << 64) - page)
-
-
-def each_target(t: Target, name: str) -> Iterator[tuple[str, int]]:
+def each_target(t: Plan, name: str) -> Iterator[tuple[FdKind, int]]:
     for fd in fd_kinds(t, name):
         for vt in vm_types(t):
             yield fd, vt
@@ -66,10 +57,10 @@ def each_target(t: Target, name: str) -> Iterator[tuple[str, int]]:
 # -- reserved-field rejection --------------------------------------------------------
 
 
-def reserved_words(t: Target) -> list[Case]:
+def reserved_words(t: Plan) -> list[Case]:
     """Every reserved word and pad of every struct, with 1, 1<<63 and all ones."""
     cases = []
-    for name in STRUCT_IOCTLS:
+    for name in struct_surfaces("reserved_words"):
         _, struct = surface(t, name)
         for fd, vt in each_target(t, name):
             for w in struct.reserved_words():
@@ -78,13 +69,13 @@ def reserved_words(t: Target) -> list[Case]:
     return _unique(cases)
 
 
-def flag_bits(t: Target) -> list[Case]:
+def flag_bits(t: Plan) -> list[Case]:
     """Every bit of every flags and attributes word, one at a time; the rules say
     which are advertised (accepted) and which must be rejected."""
     cases = []
-    for name in STRUCT_IOCTLS:
+    for name in struct_surfaces("flag_bits"):
         _, struct = surface(t, name)
-        words = [f for f in ("flags", "attributes") if struct.has(f)]
+        words = [f for f in registry.surface(name).bit_words if struct.has(f)]
         for fd, vt in each_target(t, name):
             for word in words:
                 for bit in range(struct.field(word).bits):
@@ -93,28 +84,28 @@ def flag_bits(t: Target) -> list[Case]:
     gmem = t.facts.constants.get("KVM_MEM_GUEST_MEMFD", 0)
     bits = surface(t, "KVM_SET_USER_MEMORY_REGION2")[1].field("flags").bits
     for vt in vm_types(t):
-        cases += [Case("reserved", "KVM_SET_USER_MEMORY_REGION2", "vm", vt, (("flags", gmem | 1 << b),), knobs=(("binding", "ok"),))
+        cases += [Case("reserved", "KVM_SET_USER_MEMORY_REGION2", VM, vt, (("flags", gmem | 1 << b),), knobs=(("binding", "ok"),))
                   for b in range(bits) if gmem and 1 << b != gmem]
     return cases
 
 
-def no_trace(t: Target) -> list[Case]:
+def no_trace(t: Plan) -> list[Case]:
     """Rejected calls whose state the uAPI lets us read back: fds and memslots."""
     cases = []
     for vt in vm_types(t):
-        for v in (ONES, 1 << 63):
-            cases.append(Case("reserved", "KVM_CREATE_GUEST_MEMFD", "vm", vt, (("flags", v),), tag="no-new-fd"))
-        cases.append(Case("reserved", "KVM_CREATE_GUEST_MEMFD", "vm", vt, (("size", t.page + 1),), tag="no-new-fd"))
-        for v in (1 << 31, ONES & 0xFFFFFFFF):
-            cases.append(Case("reserved", "KVM_SET_USER_MEMORY_REGION2", "vm", vt, (("flags", v),), tag="slot-stays-free"))
-        cases.append(Case("reserved", "KVM_SET_USER_MEMORY_REGION2", "vm", vt, (("guest_phys_addr", 1),), tag="slot-stays-free"))
+        for v in (U64, 1 << 63):
+            cases.append(Case("reserved", "KVM_CREATE_GUEST_MEMFD", VM, vt, (("flags", v),), tag="no-new-fd"))
+        cases.append(Case("reserved", "KVM_CREATE_GUEST_MEMFD", VM, vt, (("size", t.page + 1),), tag="no-new-fd"))
+        for v in (1 << 31, U32):
+            cases.append(Case("reserved", "KVM_SET_USER_MEMORY_REGION2", VM, vt, (("flags", v),), tag="slot-stays-free"))
+        cases.append(Case("reserved", "KVM_SET_USER_MEMORY_REGION2", VM, vt, (("guest_phys_addr", 1),), tag="slot-stays-free"))
     return cases
 
 
 # -- alignment and bounds ------------------------------------------------------------
 
 
-def attribute_ranges(t: Target) -> list[Case]:
+def attribute_ranges(t: Plan) -> list[Case]:
     """address and size: residues, size 0, wraps near 2^63 and 2^64, alone and summed."""
     page = t.page
     cases = []
@@ -128,21 +119,21 @@ def attribute_ranges(t: Target) -> list[Case]:
                 vals += [(("address", w),), (("size", w),), (("address", w), ("size", page)),
                          (("address", page), ("size", w)), (("address", w), ("size", w))]
             vals.append((("address", (1 << 64) - page), ("size", 2 * page)))
-            if fd == "guest_memfd":
+            if fd == GMEM:
                 vals += [(("address", 4 * page),), (("address", 3 * page), ("size", 2 * page)), (("size", 5 * page),)]
             cases += [Case("alignment", name, fd, vt, v) for v in vals]
     return cases
 
 
-def guest_memfd_sizes(t: Target) -> list[Case]:
+def guest_memfd_sizes(t: Plan) -> list[Case]:
     """KVM_CREATE_GUEST_MEMFD sizes: 0, residues, a page, negative as s64, huge."""
     page = t.page
-    sizes = [0, *page_residues(page), page, page + 1, 2 * page, ONES & ~(page - 1), 1 << 63, ONES,
+    sizes = [0, *page_residues(page), page, page + 1, 2 * page, U64 & ~(page - 1), 1 << 63, U64,
              (1 << 63) - page, 1 << 40]
-    return [Case("alignment", "KVM_CREATE_GUEST_MEMFD", "vm", vt, (("size", s),)) for vt in vm_types(t) for s in sizes]
+    return [Case("alignment", "KVM_CREATE_GUEST_MEMFD", VM, vt, (("size", s),)) for vt in vm_types(t) for s in sizes]
 
 
-def memslot_ranges(t: Target) -> list[Case]:
+def memslot_ranges(t: Plan) -> list[Case]:
     """Memslot addresses, sizes and offsets: residues, wraps, past the file's end."""
     page = t.page
     name = "KVM_SET_USER_MEMORY_REGION2"
@@ -158,25 +149,25 @@ def memslot_ranges(t: Target) -> list[Case]:
         vals += [(("guest_phys_addr", (1 << 64) - page), ("memory_size", 2 * page))]
         # slot ids: the last user slot, the first past it, and address spaces 1, 2 and the top one
         vals += [(("slot", s),) for s in (USER_MEM_SLOTS - 1, USER_MEM_SLOTS, 0xFFFF, 1 << 16, 2 << 16, 0xFFFFFFFF)]
-        cases += [Case("alignment", name, "vm", vt, v) for v in vals]
+        cases += [Case("alignment", name, VM, vt, v) for v in vals]
         bound: list[tuple[tuple[str, int], ...]] = [()]
         bound += [(("guest_memfd_offset", r),) for r in page_residues(page)]
         bound += [(("guest_memfd_offset", 4 * page),), (("guest_memfd_offset", 3 * page), ("memory_size", 2 * page)),
                   (("memory_size", 5 * page),)]
         bound += [(("guest_memfd_offset", w),) for w in wrap_points(page)]
         bound += [(("guest_memfd_offset", w), ("memory_size", w)) for w in wrap_points(page)]
-        cases += [Case("alignment", name, "vm", vt, v, knobs=(("binding", "ok"),)) for v in bound]
+        cases += [Case("alignment", name, VM, vt, v, knobs=(("binding", "ok"),)) for v in bound]
     return cases
 
 
 # -- ioctl sizing ------------------------------------------------------------------
 
 
-def sizing(t: Target) -> list[Case]:
+def sizing(t: Plan) -> list[Case]:
     """Placement against a guard page, canaries, bad pointers, and the same nr with
     every other size or direction that matters."""
     cases = []
-    for name in STRUCT_IOCTLS:
+    for name in struct_surfaces("sizing"):
         io, struct = surface(t, name)
         for fd, vt in each_target(t, name):
             for placement in ("exact", "overhang", "canaries", "null", "unmapped"):
@@ -209,16 +200,16 @@ def _unique(cases: list[Case]) -> list[Case]:
 
 # -- the guest_memfd file ---------------------------------------------------------------
 
-KEEP_SIZE, PUNCH_HOLE = 0x1, 0x2
+KEEP_SIZE, PUNCH_HOLE = FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 
 
-def _gmem_flag_sets(t: Target) -> list[int]:
+def _gmem_flag_sets(t: Plan) -> list[int]:
     mmap_flag = t.facts.constants.get("GUEST_MEMFD_FLAG_MMAP", 0)
     shared = t.facts.constants.get("GUEST_MEMFD_FLAG_INIT_SHARED", 0)
     return [0, mmap_flag, mmap_flag | shared] if mmap_flag else [0]
 
 
-def fallocate_ranges(t: Target) -> list[Case]:
+def fallocate_ranges(t: Plan) -> list[Case]:
     """fallocate offsets and lengths: residues, zero, past the end, near 2^63 and 2^64."""
     page = t.page
     rows: list[tuple[tuple[str, int], ...]] = []
@@ -231,87 +222,90 @@ def fallocate_ranges(t: Target) -> list[Case]:
         rows += [(("mode", mode), ("offset", w)) for w in wrap_points(page)]
         rows += [(("mode", mode), ("len", w)) for w in wrap_points(page)]
         rows += [(("mode", mode), ("offset", w), ("len", w)) for w in wrap_points(page)]
-    return [Case("alignment", "guest_memfd fallocate", "guest_memfd", vt, r) for vt in vm_types(t) for r in rows]
+    return [Case("alignment", "guest_memfd fallocate", GMEM, vt, r) for vt in vm_types(t) for r in rows]
 
 
-def fallocate_modes(t: Target) -> list[Case]:
+def fallocate_modes(t: Plan) -> list[Case]:
     """Every fallocate mode bit alone and with KEEP_SIZE (bits 0-31)."""
-    rows = [(("mode", 1 << b),) for b in range(32)] + [(("mode", KEEP_SIZE | 1 << b),) for b in range(1, 32)]
-    return [Case("reserved", "guest_memfd fallocate", "guest_memfd", vt, r) for vt in vm_types(t) for r in rows]
+    rows: list[tuple[tuple[str, int], ...]] = [(("mode", 1 << b),) for b in range(32)]
+    rows += [(("mode", KEEP_SIZE | 1 << b),) for b in range(1, 32)]
+    # the mode is judged before the range: each bit with KEEP_SIZE where offset + len passes LLONG_MAX
+    rows += [(("mode", KEEP_SIZE | 1 << b), ("offset", (1 << 63) - t.page)) for b in range(1, 32)]
+    return [Case("reserved", "guest_memfd fallocate", GMEM, vt, r) for vt in vm_types(t) for r in rows]
 
 
-def guest_memfd_files(t: Target) -> list[Case]:
+def guest_memfd_files(t: Plan) -> list[Case]:
     """One guest_memfd per VM type, to fstat."""
-    return [Case("guest_memfd", "guest_memfd fstat", "guest_memfd", vt) for vt in vm_types(t)]
+    return [Case("guest_memfd", "guest_memfd fstat", GMEM, vt) for vt in vm_types(t)]
 
 
-def file_calls(t: Target) -> list[Case]:
+def file_calls(t: Plan) -> list[Case]:
     """read, write, pread and pwrite (also at a negative position), and the mmap matrix."""
     cases = []
     for vt in vm_types(t):
         for call in ("read", "write", "pread", "pwrite"):
-            cases.append(Case("guest_memfd", f"guest_memfd {call}", "guest_memfd", vt))
+            cases.append(Case("guest_memfd", f"guest_memfd {call}", GMEM, vt))
         for call in ("pread", "pwrite"):
-            cases.append(Case("guest_memfd", f"guest_memfd {call}", "guest_memfd", vt, (("offset", ONES),)))
+            cases.append(Case("guest_memfd", f"guest_memfd {call}", GMEM, vt, (("offset", U64),)))
         for flags in _gmem_flag_sets(t):
             for mapping in (0x01, 0x02):
                 for prot in (0x3, 0x7):
-                    cases.append(Case("guest_memfd", "guest_memfd mmap", "guest_memfd", vt, (("map", mapping), ("prot", prot)),
+                    cases.append(Case("guest_memfd", "guest_memfd mmap", GMEM, vt, (("map", mapping), ("prot", prot)),
                                       knobs=(("gmem_flags", flags),)))
     return cases
 
 
-def bindings(t: Target) -> list[Case]:
+def bindings(t: Plan) -> list[Case]:
     """Binding a guest_memfd range with KVM_MEM_GUEST_MEMFD: each kind of bad fd, and a
     range another slot already binds."""
     name = "KVM_SET_USER_MEMORY_REGION2"
     cases = []
     for vt in vm_types(t):
         for binding in ("ok", "closed", "not-gmem", "other-vm"):
-            cases.append(Case("guest_memfd", name, "vm", vt, knobs=(("binding", binding),)))
-        cases.append(Case("guest_memfd", name, "vm", vt, knobs=(("binding", "ok"), ("bound", 1))))
+            cases.append(Case("guest_memfd", name, VM, vt, knobs=(("binding", binding),)))
+        cases.append(Case("guest_memfd", name, VM, vt, knobs=(("binding", "ok"), ("bound", 1))))
     return cases
 
 
 # -- cap semantics -------------------------------------------------------------------
 
 
-def scopes(t: Target) -> list[tuple[str, int]]:
+def scopes(t: Plan) -> list[tuple[FdKind, int]]:
     """/dev/kvm, then a VM of each type in KVM_CAP_VM_TYPES."""
-    return [("system", 0), *(("vm", vt) for vt in vm_types(t))]
+    return [(SYSTEM, 0), *((VM, vt) for vt in vm_types(t))]
 
 
-def cap_answers(t: Target) -> list[Case]:
+def cap_answers(t: Plan) -> list[Case]:
     """Every cap the ABI facts name, at every scope."""
     return [Case("caps", "KVM_CHECK_EXTENSION", fd, vt, knobs=(("cap", cap),))
             for fd, vt in scopes(t) for cap in sorted(t.caps.system)]
 
 
-def bitmask_caps(t: Target) -> list[Case]:
+def bitmask_caps(t: Plan) -> list[Case]:
     """Caps whose value is a set of bits (accepted attributes or flags), per VM type."""
     names = sorted({c for io in t.facts.ioctls.values() for c in (*io.attributes_caps.values(), io.flags_cap) if c})
-    return [Case("caps", "KVM_CHECK_EXTENSION", "vm", vt, knobs=(("cap", n),)) for vt in vm_types(t) for n in names]
+    return [Case("caps", "KVM_CHECK_EXTENSION", VM, vt, knobs=(("cap", n),)) for vt in vm_types(t) for n in names]
 
 
-def cap_mirrors(t: Target) -> list[Case]:
+def cap_mirrors(t: Plan) -> list[Case]:
     """Caps a revision says answer what another answers, at every scope."""
     return [Case("caps", "KVM_CHECK_EXTENSION", fd, vt, knobs=(("cap", a), ("mirrors", b)))
             for a, b in sorted(t.facts.cap_mirrors.items()) for fd, vt in scopes(t)]
 
 
-def vm_type_sweep(t: Target) -> list[Case]:
+def vm_type_sweep(t: Plan) -> list[Case]:
     """KVM_CREATE_VM with every type 0-63."""
-    return [Case("caps", "KVM_CREATE_VM", "system", 0, (("type", n),)) for n in range(64)]
+    return [Case("caps", "KVM_CREATE_VM", SYSTEM, 0, (("type", n),)) for n in range(64)]
 
 
-def advertised_bits(t: Target) -> list[Case]:
+def advertised_bits(t: Plan) -> list[Case]:
     """Every bit a cap advertises, accepted alone: guest_memfd flags and attributes."""
     cases = []
     for vt in vm_types(t):
         flags = t.caps.at("KVM_CAP_GUEST_MEMFD_FLAGS", vt) or 0
-        cases += [Case("caps", "KVM_CREATE_GUEST_MEMFD", "vm", vt, (("flags", 1 << b),)) for b in range(64) if flags >> b & 1]
+        cases += [Case("caps", "KVM_CREATE_GUEST_MEMFD", VM, vt, (("flags", 1 << b),)) for b in range(64) if flags >> b & 1]
         if flags:
-            cases.append(Case("caps", "KVM_CREATE_GUEST_MEMFD", "vm", vt, (("flags", flags),)))
+            cases.append(Case("caps", "KVM_CREATE_GUEST_MEMFD", VM, vt, (("flags", flags),)))
         for name in ATTRIBUTE_IOCTLS:
             io, _ = surface(t, name)
             for fd in io.fds:
@@ -322,11 +316,11 @@ def advertised_bits(t: Target) -> list[Case]:
     return cases
 
 
-def existence(t: Target) -> list[Case]:
+def existence(t: Plan) -> list[Case]:
     """Each struct ioctl on each fd kind that announces it by a cap: a NULL argument
     must give EFAULT where the cap says the ioctl exists, ENOTTY where it does not."""
     cases = []
-    for name in STRUCT_IOCTLS:
+    for name in struct_surfaces("existence"):
         io, _ = surface(t, name)
         for fd in io.fds:
             if fd in io.caps:
@@ -337,22 +331,22 @@ def existence(t: Target) -> list[Case]:
 # -- property-based ---------------------------------------------------------------------
 
 
-def property_targets(t: Target) -> list[Case]:
+def property_targets(t: Plan) -> list[Case]:
     """One property-based case per struct ioctl, fd kind and VM type: hypothesis draws
     the struct (suites/test_properties.py)."""
-    return [Case("property", name, fd, vt, tag="drawn") for name in STRUCT_IOCTLS for fd, vt in each_target(t, name)]
+    return [Case("property", name, fd, vt, tag="drawn") for name in struct_surfaces("property") for fd, vt in each_target(t, name)]
 
 
 # -- parity -----------------------------------------------------------------------------
 
 
-def parity_rows(t: Target) -> list[Case]:
+def parity_rows(t: Plan) -> list[Case]:
     """One validation matrix for every ioctl that both a VM fd and a guest_memfd fd take."""
     cases = []
     page = t.page
     for name in ATTRIBUTE_IOCTLS:
         io, struct = surface(t, name)
-        if not {"vm", "guest_memfd"} <= set(io.fds):
+        if not {VM, GMEM} <= set(io.fds):
             continue
         rows: list[tuple[tuple[str, int], ...]] = [()]
         rows += [(("flags", 1 << b),) for b in (0, 31, 63)]
@@ -363,17 +357,43 @@ def parity_rows(t: Target) -> list[Case]:
         rows += [(("size", 0),), (("address", 4 * page),), (("size", 5 * page),)]
         for w in wrap_points(page):
             rows += [(("address", w),), (("size", w),), (("address", w), ("size", w))]
-        cases += [Case("parity", name, "vm", vt, r) for vt in vm_types(t) for r in rows]
+        cases += [Case("parity", name, VM, vt, r) for vt in vm_types(t) for r in rows]
     return cases
 
 
-def absent_on_fd(t: Target) -> list[Case]:
+def absent_on_fd(t: Plan) -> list[Case]:
     """Every struct ioctl on a VM or guest_memfd fd that the revision does not give it
     (v5 refuses KVM_SET_MEMORY_ATTRIBUTES2 on the VM fd): ENOTTY."""
     cases = []
-    for name in STRUCT_IOCTLS:
+    for name in struct_surfaces("absent_on_fd"):
         active = t.facts.ioctls.get(name)
-        for fd in ("vm", "guest_memfd"):
+        for fd in (VM, GMEM):
             if active is None or fd not in active.fds:
                 cases += [Case("parity", name, fd, vt, tag="absent") for vt in vm_types(t)]
     return cases
+
+
+CaseTable = Callable[[Plan], list[Case]]
+
+
+def table(name: str) -> CaseTable:
+    """The table a suite names: one of this module's, or one a surface family declares
+    in its module's `TABLES` (so a new ioctl's own tables live with its surface)."""
+    fn = globals().get(name) if not name.startswith("_") else None
+    if callable(fn) and getattr(fn, "__module__", "") == __name__ and name in _TABLE_NAMES:
+        return fn  # type: ignore[no-any-return]
+    found = registry.family_tables().get(name)
+    if found is None:
+        raise KeyError(f"no case table {name!r} in harness.cases.tables or a surface family's TABLES")
+    return found
+
+
+def table_names() -> list[str]:
+    return sorted({*_TABLE_NAMES, *registry.family_tables()})
+
+
+def _is_table(f: object) -> bool:
+    return callable(f) and getattr(f, "__module__", "") == __name__ and getattr(f, "__annotations__", {}).get("return") == "list[Case]"
+
+
+_TABLE_NAMES = frozenset(n for n, f in list(globals().items()) if _is_table(f))

@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.abi.facts import AbiFacts
+from harness.abi.linux import PAGE_SIZE
 from harness.abi.profile import DEFAULT_PROFILE
 from harness.cli.runs import RunFolder
 from harness.errors import GccMissing
 from harness.host.backend import KernelBackend, describe
 from harness.host.fds import Kvm, KvmFd
-from harness.host.usermem import PAGE_SIZE
 from harness.paths import REPORTS, ROOT
 from harness.session.backends import backend_names
 from harness.session.target import check_device, load_facts

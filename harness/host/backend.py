@@ -8,16 +8,36 @@ nothing is raised on the fast path, and errno is exact.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
-from typing import Any, Protocol
+from typing import Protocol
+
+from harness.abi.errnos import describe, errno_name
+from harness.host.libc import (
+    _C_INT_MAX,
+    _C_INT_MIN,
+    _MAP_FAILED,
+    _WORD_MASK,
+    _as_word,
+    _fallocate,
+    _get_errno,
+    _ioctl,
+    _mmap,
+    _pread,
+    _pwrite,
+    _read,
+    _ret,
+    _write,
+    last_errno,
+    munmap,
+)
+from harness.host.usermem import LocalMemory, UserMemory
 
 
 class Backend(Protocol):
     """The system calls the harness makes on KVM fds."""
 
     name: str
+    is_model: bool  # the model answers: it knows the profiles' model-only cap numbers
 
     def open(self, path: str) -> int: ...
     def ioctl(self, fd: int, request: int, arg: int) -> int: ...
@@ -30,83 +50,17 @@ class Backend(Protocol):
     def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int: ...
     def munmap(self, addr: int, length: int) -> int: ...
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int: ...
-
-
-libc = ctypes.CDLL(None)
-_errno_location = libc.__errno_location
-_errno_location.restype = ctypes.POINTER(ctypes.c_int)
-_MAP_FAILED = ctypes.c_void_p(-1).value
-
-
-def last_errno() -> int:
-    """errno of the calling thread, read straight after a failed libc call.
-
-    Functions bound without `use_errno` leave errno alone, and CPython restores
-    errno around taking the GIL, so the value is the failed call's own.
-    """
-    return int(_errno_location().contents.value)
-
-
-def _fn(name: str, restype: type, argtypes: list[type] | None) -> Any:
-    fn = getattr(libc, name)
-    fn.restype = restype
-    if argtypes is not None:
-        fn.argtypes = argtypes
-    return fn
-
-
-# ioctl is the suite's hot path (`kvmconf bench` measures it against C), so it is bound
-# apart, each choice worth a tenth of a call or more:
-# - no argtypes: ctypes' per-argument converters cost more than the call itself;
-# - use_errno: ctypes saves errno in C right after the call, which is exact, and
-#   `get_errno()` is cheaper than calling __errno_location from Python on a failure;
-# - PyDLL: the GIL stays held through the call. Dropping and retaking it costs as much
-#   as the kernel's own work for a cheap ioctl, the harness runs one thread per process,
-#   and the KVM ioctls it makes return within milliseconds (none runs a vCPU).
-# The request goes as an int (the kernel reads `unsigned int cmd`).
-_ioctl = ctypes.PyDLL(None, use_errno=True).ioctl
-_ioctl.restype = ctypes.c_int
-_get_errno = ctypes.get_errno
-_as_word = ctypes.c_void_p.from_param  # an int as a full 64-bit argument, no ctypes object built
-_C_INT_MIN, _C_INT_MAX = -(1 << 31), (1 << 31) - 1
-_WORD_MASK = (1 << 64) - 1
-_read = _fn("read", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t])
-_write = _fn("write", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t])
-_pread = _fn("pread", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64])
-_pwrite = _fn("pwrite", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64])
-_mmap = _fn("mmap", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64])
-_munmap = _fn("munmap", ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t])
-_mprotect = _fn("mprotect", ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int])
-_fallocate = _fn("fallocate", ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
-
-
-def _ret(r: int) -> int:
-    return r if r >= 0 else -last_errno()
-
-
-def mmap_anon(length: int, prot: int) -> int:
-    """Private anonymous memory for the harness's own buffers; raises on failure."""
-    addr = _mmap(None, length, prot, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
-    if addr is None or addr == _MAP_FAILED:
-        err = last_errno()
-        raise OSError(err, f"mmap of {length} bytes: {os.strerror(err)}")
-    return int(addr)
-
-
-def mprotect(addr: int, length: int, prot: int) -> None:
-    if _mprotect(addr, length, prot) != 0:
-        err = last_errno()
-        raise OSError(err, f"mprotect: {os.strerror(err)}")
-
-
-def munmap(addr: int, length: int) -> int:
-    return _ret(_munmap(addr, length))
+    @property
+    def memory(self) -> UserMemory:
+        """Where structs and buffers for this backend's calls are placed."""
 
 
 class KernelBackend:
     """The running kernel, through libc."""
 
     name = "kernel"
+    is_model = False
+    memory: UserMemory = LocalMemory()
 
     def open(self, path: str) -> int:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -151,11 +105,4 @@ class KernelBackend:
         return _ret(_fallocate(fd, mode, offset, length))
 
 
-def errno_name(code: int) -> str:
-    """EINVAL for 22 (or -22); the number itself only when the name is unknown."""
-    return errno.errorcode.get(abs(code), f"errno {abs(code)}")
-
-
-def describe(result: int) -> str:
-    """A raw call's result for people: "EINVAL" or "0 (success)"."""
-    return errno_name(result) if result < 0 else f"{result} (success)"
+__all__ = ["Backend", "KernelBackend", "describe", "errno_name"]

@@ -10,16 +10,14 @@ outside the struct shows up afterwards. Page size comes from sysconf.
 from __future__ import annotations
 
 import ctypes
-import mmap as _mmap
-import os
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
-from harness.host.backend import mmap_anon, mprotect, munmap
+from harness.abi.linux import PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE
+from harness.host.libc import mmap_anon, mprotect, munmap
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CANARY = 0x5A
-PROT_NONE = 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class Placement:
         self.overhang = overhang
         self.data_pages = max(1, -(-(self.size + PAGE_SIZE) // PAGE_SIZE))
         self.length = (self.data_pages + 1) * PAGE_SIZE
-        self.base = mmap_anon(self.length, _mmap.PROT_READ | _mmap.PROT_WRITE)
+        self.base = mmap_anon(self.length, PROT_READ | PROT_WRITE)
         ctypes.memset(self.base, CANARY, self.length)
         guard_start = self.base + self.data_pages * PAGE_SIZE
         if guard:
@@ -62,7 +60,7 @@ class Placement:
         if guard:
             mprotect(guard_start, PAGE_SIZE, PROT_NONE)
         if readonly:
-            mprotect(self.base, self.data_pages * PAGE_SIZE, _mmap.PROT_READ)
+            mprotect(self.base, self.data_pages * PAGE_SIZE, PROT_READ)
 
     def read(self) -> bytes:
         """The struct's accessible bytes as they are now."""
@@ -113,3 +111,37 @@ class Unmapped:
         self.length = length
         self.addr = mmap_anon(length, PROT_NONE)
         munmap(self.addr, length)
+
+
+class Region(Protocol):
+    """Placed user memory: its address, the struct's bytes now, what the kernel wrote."""
+
+    addr: int
+
+    def read(self) -> bytes: ...
+    def diff(self) -> Diff: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Region: ...
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None: ...
+
+
+class UserMemory(Protocol):
+    """User memory in the address space that makes the system calls: this process for
+    the kernel and model backends, a guest's executor for a remote one."""
+
+    def at_guard(self, data: bytes, overhang: int = 0) -> Region: ...
+    def among_canaries(self, data: bytes, readonly: bool = False) -> Region: ...
+    def unmapped(self, length: int = PAGE_SIZE) -> int: ...
+
+
+class LocalMemory:
+    """User memory in this process."""
+
+    def at_guard(self, data: bytes, overhang: int = 0) -> Placement:
+        return at_guard(data, overhang)
+
+    def among_canaries(self, data: bytes, readonly: bool = False) -> Placement:
+        return among_canaries(data, readonly=readonly)
+
+    def unmapped(self, length: int = PAGE_SIZE) -> int:
+        return Unmapped(length).addr

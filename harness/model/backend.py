@@ -24,29 +24,48 @@ import mmap as _mmap
 import os
 import stat
 from collections.abc import Callable
+from functools import partial
 
 from harness.abi.facts import AbiFacts, Ioctl, Struct
+from harness.abi.fdkind import FdKind
 from harness.abi.ioc import Dir
+from harness.abi.linux import (
+    FALLOC_FL_COLLAPSE_RANGE,
+    FALLOC_FL_INSERT_RANGE,
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_MODE_MASK,
+    FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_UNSHARE_RANGE,
+    FALLOC_FL_WRITE_ZEROES,
+    FALLOC_FL_ZERO_RANGE,
+    MAP_ANONYMOUS,
+    MAP_SHARED,
+    PAGE_SIZE,
+    S64_MAX,
+    U64,
+)
 from harness.host.backend import KernelBackend
-from harness.host.caps import cap_numbers
-from harness.host.usermem import PAGE_SIZE
+from harness.host.usermem import LocalMemory
+from harness.model import vcpu
 from harness.model.deviation import FAITHFUL, Deviation
 from harness.model.state import GmemState, Handle, Slot, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
 from harness.rules import MAX_GPA_BITS, USER_MEM_SLOTS, USER_VA_BITS
 
-U64 = (1 << 64) - 1
 PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 VM_TYPES = (0, 1)  # KVM_X86_DEFAULT_VM and KVM_X86_SW_PROTECTED_VM
 PRIVATE_VM_TYPES = frozenset({1})  # VMs with private memory: KVM_MEMORY_ATTRIBUTE_PRIVATE, one address space
 MEM_MAX_NR_PAGES = (1 << 31) - 1
+# Caps whose value is a number, the same at both scopes.
+VALUE_CAPS = {"KVM_CAP_MAX_VCPUS": vcpu.MAX_VCPUS, "KVM_CAP_MAX_VCPU_ID": vcpu.MAX_VCPU_IDS, "KVM_CAP_NR_MEMSLOTS": USER_MEM_SLOTS,
+              "KVM_CAP_NR_VCPUS": os.cpu_count() or 1}
 # Caps of features the model has, whatever the VM: 1 at both scopes.
 FEATURE_CAPS = frozenset({"KVM_CAP_CHECK_EXTENSION_VM", "KVM_CAP_MEMORY_FAULT_INFO", "KVM_CAP_PRE_FAULT_MEMORY"})
 # Conversion flags of KVM_SET_MEMORY_ATTRIBUTES2 (v7); each counts once the facts define it.
 CONVERSION_FLAGS = ("KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE",)
-FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_MODE_MASK = 0x01, 0x02, 0x7E
-S64_MAX = (1 << 63) - 1
-MAP_SHARED, MAP_ANONYMOUS = 0x01, 0x20
+
+
+FAMILIES = (vcpu,)
 
 
 class Refused(Exception):
@@ -65,6 +84,8 @@ class ModelBackend:
     """A KVM in this process, one per session; `deviation` makes it a mutant."""
 
     name = "model"
+    is_model = True
+    memory = LocalMemory()
 
     def __init__(self, facts: AbiFacts, deviation: Deviation = FAITHFUL, mutant: str | None = None) -> None:
         self.facts = facts
@@ -77,7 +98,7 @@ class ModelBackend:
             if name in facts.ioctls:
                 io = facts.ioctls[name]
                 self.numbers[facts.encoding.ioc(Dir.from_macro(macro), io.type, io.nr, size)] = name
-        self.cap_names = {num: name for name, num in cap_numbers(facts, model=True).items()}
+        self.cap_names = {num: name for name, num in facts.cap_numbers(model=True).items()}
         self.attribute_caps = {c for io in facts.ioctls.values() for c in io.attributes_caps.values()}
         self.existence_caps = {c for io in facts.ioctls.values() for c in io.caps.values()}
         self.inodes = itertools.count(1)
@@ -90,19 +111,22 @@ class ModelBackend:
             "KVM_SET_MEMORY_ATTRIBUTES": self.set_attributes_v1,
             "KVM_SET_MEMORY_ATTRIBUTES2": self.set_attributes_v2,
         }
+        # the ioctls of the families with a module of their own (harness/model/<family>.py)
+        for family in FAMILIES:
+            self.handlers.update({n: partial(fn, self) for n, fn in family.HANDLERS.items()})
 
     # -- fds ----------------------------------------------------------------------
 
-    def _open(self, handle: Handle) -> int:
+    def open_handle(self, handle: Handle) -> int:
         """A real fd for a model object: /dev/kvm and VM fds are O_CLOEXEC, a guest_memfd is not."""
-        flags = os.O_RDONLY | (0 if handle.kind == "guest_memfd" else os.O_CLOEXEC)
+        flags = os.O_RDONLY | (0 if handle.kind == FdKind.GUEST_MEMFD else os.O_CLOEXEC)
         fd = os.open("/dev/null", flags)
         self.files[fd] = handle
         return fd
 
     def open(self, path: str) -> int:
         """The KVM device: the model's, whatever `path` says; /dev/kvm need not exist."""
-        return self._open(Handle("system"))
+        return self.open_handle(Handle(FdKind.SYSTEM))
 
     def close(self, fd: int) -> None:
         self.files.pop(fd, None)
@@ -139,7 +163,7 @@ class ModelBackend:
         name = self.numbers.get(request & 0xFFFFFFFF)
         if name is None or name not in self.handlers or not self.exists(name, handle.kind):
             # kvm_dev_ioctl's x86 default is -EINVAL; a VM's and a guest_memfd's is -ENOTTY
-            return -errno.EINVAL if handle.kind == "system" else -errno.ENOTTY
+            return -errno.EINVAL if handle.kind == FdKind.SYSTEM else -errno.ENOTTY
         try:
             result = self.handlers[name](handle, arg & U64)
         except Refused as r:
@@ -197,6 +221,8 @@ class ModelBackend:
         for io in self.facts.ioctls.values():
             if io.flags_cap == name:
                 return self.flags(io, vm)
+        if name in VALUE_CAPS:
+            return VALUE_CAPS[name]
         return 1 if name in self.existence_caps or name in FEATURE_CAPS else 0
 
     def attributes(self, vm: VmState | None) -> int:
@@ -229,7 +255,7 @@ class ModelBackend:
         """KVM_CREATE_VM: the type is an unsigned long; it must be < 32 and advertised."""
         mask = sum(1 << t for t in VM_TYPES) | self.dev.extra("KVM_CREATE_VM.type", "system")
         self.check("KVM_CREATE_VM.type", not (arg < 32 and mask >> arg & 1), "system")
-        return self._open(Handle("vm", vm=VmState(arg, arg in PRIVATE_VM_TYPES)))
+        return self.open_handle(Handle(FdKind.VM, vm=VmState(arg, arg in PRIVATE_VM_TYPES)))
 
     # -- VM ioctls -------------------------------------------------------------------
 
@@ -249,9 +275,9 @@ class ModelBackend:
             self.zero_words(name, self.facts.structs[io.struct], v, fd)
         except Refused:
             if name in self.dev.keep_rejected:
-                self._open(Handle("guest_memfd", gmem=GmemState(vm, size, flags, next(self.inodes))))
+                self.open_handle(Handle(FdKind.GUEST_MEMFD, gmem=GmemState(vm, size, flags, next(self.inodes))))
             raise
-        return self._open(Handle("guest_memfd", gmem=GmemState(vm, size, flags, next(self.inodes))))
+        return self.open_handle(Handle(FdKind.GUEST_MEMFD, gmem=GmemState(vm, size, flags, next(self.inodes))))
 
     def set_memory_region(self, handle: Handle, arg: int) -> int:
         """KVM_SET_USER_MEMORY_REGION2 in kvm_set_memory_region()'s order, then the
@@ -316,7 +342,7 @@ class ModelBackend:
             self.check(f"{name}.fd", not _is_open(number), fd, errno.EBADF)
             self.check(f"{name}.not-gmem", True, fd)
             return None
-        self.check(f"{name}.not-gmem", handle.kind != "guest_memfd", fd)
+        self.check(f"{name}.not-gmem", handle.kind != FdKind.GUEST_MEMFD, fd)
         gmem = handle.gmem
         assert gmem is not None
         self.check(f"{name}.other-vm", gmem.vm is not vm, fd)
@@ -400,7 +426,13 @@ class ModelBackend:
 
     def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
         """do_mmap() then kvm_gmem_mmap(): noexec mount (EPERM), GUEST_MEMFD_FLAG_MMAP
-        (ENODEV), MAP_SHARED (EINVAL); a success is a real shared anonymous mapping."""
+        (ENODEV), MAP_SHARED (EINVAL); a success is a real shared anonymous mapping. A
+        vCPU's fd maps its `kvm_run` (kvm_vcpu_mmap: pages within the mmap size)."""
+        handle = self.files.get(fd)
+        if handle is not None and handle.kind == FdKind.VCPU:
+            if offset % PAGE_SIZE or length == 0 or offset + length > vcpu.MMAP_PAGES * PAGE_SIZE:
+                return -errno.EINVAL
+            return self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
         gmem = self.gmem(fd)
         if gmem is None:
             return self.kernel.mmap(fd, length, prot, flags, offset)
@@ -427,7 +459,7 @@ class ModelBackend:
         g = "guest_memfd"
         try:
             self.check("fallocate.range", offset < 0 or length <= 0, g)
-            vfs_mode = bool(mode & ~(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE)) or bool(punch and not keep)
+            vfs_mode = bool(mode & ~(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE)) or not _one_mode(mode & FALLOC_FL_MODE_MASK, keep)
             self.check("fallocate.vfs-mode", vfs_mode, g, errno.EOPNOTSUPP)
             self.check("fallocate.overflow", offset + length > S64_MAX, g, errno.EFBIG)
             self.check("fallocate.keep-size", not keep, g, errno.EOPNOTSUPP)
@@ -438,6 +470,18 @@ class ModelBackend:
         except Refused as r:
             return -r.errno
         return 0
+
+
+def _one_mode(exclusive: int, keep: int) -> bool:
+    """vfs_fallocate()'s switch: one exclusive mode at most, PUNCH_HOLE only with
+    KEEP_SIZE, COLLAPSE/INSERT/WRITE_ZEROES only without it."""
+    if exclusive in (0, FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_ZERO_RANGE):
+        return True
+    if exclusive == FALLOC_FL_PUNCH_HOLE:
+        return bool(keep)
+    if exclusive in (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_WRITE_ZEROES):
+        return not keep
+    return False
 
 
 def _is_open(fd: int) -> bool:

@@ -3,8 +3,8 @@
 The catalogue is data (`mutants.toml`): a name, the rule it breaks, the profile it runs
 on, why it is wrong, and a `Deviation`. A mutant the suite does not kill is a missing or
 weak check in the suite, never an entry to drop. `RULES` lists every rule a mutant may
-name: each function of `harness.rules` that gives an expected answer, and the checks the
-suites make beyond an answer; every rule has at least one mutant.
+name: each surface's rule (from the surface registry) and the checks the suites make
+beyond an answer; every rule has at least one mutant.
 """
 
 from __future__ import annotations
@@ -19,31 +19,23 @@ from typing import Any
 from harness.abi.profile import known_profiles
 from harness.errors import KvmconfError
 from harness.model.deviation import CAP_MODES, Deviation
+from harness.surfaces import registry
 
 CATALOGUE = Path(__file__).with_name("mutants.toml")
 
-RULES: dict[str, str] = {
-    # harness.rules: the expected answer of each surface
-    "set_memory_attributes": "KVM_SET_MEMORY_ATTRIBUTES{,2}: flags, attributes, size, wrap, alignment, reserved words, file bounds",
-    "create_guest_memfd": "KVM_CREATE_GUEST_MEMFD: advertised flags, signed size > 0 and aligned, reserved words zero",
-    "create_vm": "KVM_CREATE_VM: only types in KVM_CAP_VM_TYPES",
-    "set_user_memory_region2": "KVM_SET_USER_MEMORY_REGION2: slot, flags, alignment, wrap, pads, the guest_memfd binding",
-    "guest_memfd_fallocate": "fallocate on a guest_memfd: modes, alignment, allocation inside the file",
-    "guest_memfd_mmap": "mmap of a guest_memfd: noexec, GUEST_MEMFD_FLAG_MMAP, MAP_SHARED only",
-    "guest_memfd_io": "read/write EINVAL, pread/pwrite ESPIPE (EINVAL at a negative position)",
-    "absent_ioctl": "the whole number dispatches: another size, direction or fd kind → ENOTTY",
-    "bad_pointer": "a NULL, unmapped or partly unreadable struct → EFAULT",
-    # the suites' checks beyond an answer
+# the suites' checks beyond an answer
+SUITE_CHECKS: dict[str, str] = {
     "exact-copy": "the kernel reads exactly sizeof bytes: a struct ending at a guard page is read whole",
-    "writes": "nothing written outside the struct, nor inside it except output fields",
+    "writes": "nothing written outside the struct, nor inside it except output and in/out fields",
     "cap-value": "a cap tells the truth at its scope: a VM's own bits (within /dev/kvm's), all of them accepted",
     "cap-mirror": "KVM_CAP_MEMORY_ATTRIBUTES2 returns what KVM_CAP_MEMORY_ATTRIBUTES returns, at both scopes",
     "cap-announces": "a non-zero announcing cap on /dev/kvm ⇔ the ioctl exists on that kind of fd",
     "cap-stable": "a cap answers the same on every call",
     "no-trace": "a rejected call leaves no fd and no memslot behind",
-    "fstat": "fstat of a guest_memfd: st_size the size asked for, st_blksize the page size",
     "parity": "the VM fd and the guest_memfd fd answer a matrix alike, except the documented differences",
 }
+# every rule a mutant may name: each surface's rule (the registry's) and the suites' checks
+RULES: dict[str, str] = {**registry.rules(), **SUITE_CHECKS}
 
 
 class MutantError(KvmconfError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.abi.fdkind import FdKind
+
 
 class Ranges:
     """Attributes per page index as disjoint [start, end) spans; 0 (the default) is not
@@ -39,6 +41,7 @@ class VmState:
     private: bool
     slots: dict[int, Slot] = field(default_factory=dict)  # by slot number (as_id << 16 | id)
     attributes: Ranges = field(default_factory=Ranges)
+    vcpus: set[int] = field(default_factory=set)  # vCPU ids created
 
 
 @dataclass(eq=False)
@@ -75,6 +78,6 @@ class Slot:
 class Handle:
     """What an fd the model handed out refers to."""
 
-    kind: str  # "system", "vm", "guest_memfd"
+    kind: FdKind
     vm: VmState | None = None
     gmem: GmemState | None = None

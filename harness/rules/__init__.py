@@ -15,9 +15,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from harness.abi.facts import Struct
-
-U64 = (1 << 64) - 1
-S64_MAX = (1 << 63) - 1
+from harness.abi.linux import (
+    FALLOC_FL_COLLAPSE_RANGE,
+    FALLOC_FL_INSERT_RANGE,
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_MODE_MASK,
+    FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_UNSHARE_RANGE,
+    FALLOC_FL_WRITE_ZEROES,
+    FALLOC_FL_ZERO_RANGE,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    MAP_SHARED_VALIDATE,
+    MAP_TYPE,
+    PROT_EXEC,
+    S64_MAX,
+    U64,
+    as_s64,
+    wraps,
+)
 
 
 @dataclass(frozen=True)
@@ -52,16 +68,6 @@ class KernelData:
 
 def aligned(value: int, page: int) -> bool:
     return value % page == 0
-
-
-def wraps(a: int, b: int) -> bool:
-    """a + b overflows unsigned 64-bit arithmetic."""
-    return (a & U64) + (b & U64) > U64
-
-
-def as_s64(v: int) -> int:
-    v &= U64
-    return v - (1 << 64) if v >> 63 else v
 
 
 def _reserved_set(struct: Struct, values: Mapping[str, int]) -> str | None:
@@ -229,15 +235,6 @@ def set_user_memory_region2(m: MemslotInput) -> Expect:
     return Expect(0, rule, "a valid slot → 0")
 
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_ZERO_RANGE, FALLOC_FL_INSERT_RANGE = 0x08, 0x10, 0x20
-FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_WRITE_ZEROES = 0x40, 0x80
-# include/linux/falloc.h: the exclusive modes (ALLOCATE_RANGE is no bit at all)
-FALLOC_FL_MODE_MASK = (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_ZERO_RANGE
-                       | FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_WRITE_ZEROES)
-
-
 def _vfs_refuses_mode(mode: int) -> bool:
     """vfs_fallocate(): unknown bits, more than one exclusive mode, PUNCH_HOLE without
     KEEP_SIZE, or COLLAPSE/INSERT/WRITE_ZEROES with it."""
@@ -277,15 +274,6 @@ def guest_memfd_fallocate(mode: int, offset: int, length: int, file_size: int, p
     if off + length > file_size:
         return Expect(errno.EINVAL, rule, "allocating past the file's end → EINVAL")
     return Expect(0, rule, "allocating inside the file → 0")
-
-
-MAP_SHARED = 0x01
-MAP_PRIVATE = 0x02
-MAP_SHARED_VALIDATE = 0x03
-MAP_TYPE = 0x0F
-
-
-PROT_EXEC = 0x4
 
 
 def guest_memfd_mmap(gmem_flags: int, map_flags: int, prot: int, mmap_flag: int) -> Expect:

@@ -6,25 +6,20 @@ in `harness.rules` like every other expected answer.
 
 from __future__ import annotations
 
-import mmap as _mmap
 from contextlib import ExitStack
 
-from harness.host.usermem import among_canaries
-from harness.rules import (
-    Expect,
-    as_s64,
-    guest_memfd_fallocate,
-    guest_memfd_io,
-    guest_memfd_mmap,
-)
-from harness.session.engine import GMEM_PAGES, Case, Outcome
-from harness.session.target import Target, fd_label
+from harness.abi.fdkind import FdKind
+from harness.abi.linux import MAP_SHARED, PROT_READ, PROT_WRITE, as_s64
+from harness.cases.case import Case
+from harness.rules import Expect, guest_memfd_fallocate, guest_memfd_io, guest_memfd_mmap
+from harness.session.engine import GMEM_PAGES, Outcome
+from harness.session.target import Target
 
 
 def run_file_case(t: Target, case: Case) -> Outcome:
     """Create a guest_memfd of GMEM_PAGES pages with the case's flags and make one call."""
     t.require_vm(case.vm_type)
-    t.require_ioctl("KVM_CREATE_GUEST_MEMFD", "vm", case.vm_type)
+    t.require_ioctl("KVM_CREATE_GUEST_MEMFD", FdKind.VM, case.vm_type)
     gmem_flags = int(case.knob("gmem_flags", 0) or 0)
     if gmem_flags:
         t.require_cap("KVM_CAP_GUEST_MEMFD_FLAGS", case.vm_type, bits=gmem_flags)
@@ -41,8 +36,8 @@ def run_file_case(t: Target, case: Case) -> Outcome:
             expect = guest_memfd_fallocate(mode, offset, length, size, t.page)
             result = b.fallocate(gmem.fd, mode, as_s64(offset), as_s64(length))
         elif call == "mmap":
-            prot = values.get("prot", _mmap.PROT_READ | _mmap.PROT_WRITE)
-            flags = values.get("map", _mmap.MAP_SHARED)
+            prot = values.get("prot", PROT_READ | PROT_WRITE)
+            flags = values.get("map", MAP_SHARED)
             t.require_symbol("GUEST_MEMFD_FLAG_MMAP")
             expect = guest_memfd_mmap(gmem_flags, flags, prot, t.facts.const("GUEST_MEMFD_FLAG_MMAP"))
             result = b.mmap(gmem.fd, size, prot, flags, 0)
@@ -50,7 +45,7 @@ def run_file_case(t: Target, case: Case) -> Outcome:
                 b.munmap(result, size)
                 result = 0
         else:
-            buf = stack.enter_context(among_canaries(bytes(t.page)))
+            buf = stack.enter_context(b.memory.among_canaries(bytes(t.page)))
             offset = values.get("offset", 0)
             expect = guest_memfd_io(call, offset)
             if call == "read":
@@ -62,5 +57,5 @@ def run_file_case(t: Target, case: Case) -> Outcome:
             else:
                 result = b.pwrite(gmem.fd, buf.addr, t.page, as_s64(offset))
     full = {**values, "gmem_flags": gmem_flags}
-    return Outcome(case, case.surface, fd_label("guest_memfd", case.vm_type), full, expect, result)
+    return Outcome(case, case.surface, case.where, full, expect, result)
 

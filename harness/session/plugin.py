@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,13 @@ import pytest
 
 from harness.abi.profile import DEFAULT_PROFILE
 from harness.cases import tables
+from harness.cases.captable import CapTable
 from harness.cases.expectations import NONE, Expectations, for_release, load
-from harness.errors import ExpectationsUnknownCases, KvmconfError
-from harness.host.caps import CapTable
+from harness.errors import ExpectationsUnknownCases, KvmconfError, SurfaceMissing
 from harness.paths import SUITES
 from harness.session.backends import backend_names, make_backend
-from harness.session.engine import Case
 from harness.session.target import Target, check_device, load_facts, make_target
+from harness.surfaces import registry
 
 TARGET_KEY = pytest.StashKey[Target]()
 EXPECT_KEY = pytest.StashKey[Expectations]()
@@ -30,7 +30,6 @@ pytest_plugins = [
     "harness.session.report_plugin",  # the run's model and report folder (--kvmconf-run-dir)
     "harness.session.progress",  # N/M cases on a QEMU guest's console
 ]
-CaseTable = Callable[[Target], list[Case]]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,14 +75,16 @@ def target_of(config: pytest.Config) -> Target:
         release = str(getattr(backend, "release", os.uname().release))
         exp = expectations_of(config, release)
         worker = getattr(config, "workerinput", None)
+        caps = None
         if worker is not None and "kvmconf_caps" in worker:
             caps = CapTable.from_json(json.loads(worker["kvmconf_caps"]))
-            target = Target(backend, facts, opt("kvm_device"), caps, release, how_it_ran())
-        else:
-            if backend.name == "kernel":
-                check_device(opt("kvm_device"))
-            target = make_target(backend, facts, opt("kvm_device"), how_it_ran(), release)
-        target.kernel_data = exp.kernel_data
+        elif backend.name == "kernel":
+            check_device(opt("kvm_device"))
+        target = make_target(backend, facts, opt("kvm_device"), how_it_ran(), release, caps, exp.kernel_data)
+        registry.check_covered(target.plan.catalogue)
+    except registry.SurfaceMissing as e:
+        _abort(SurfaceMissing(str(e)))
+        raise
     except KvmconfError as e:
         _abort(e)
         raise
@@ -115,8 +116,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("cases")
     if marker is None:
         return
-    table: CaseTable = getattr(tables, marker.args[0])
-    cases = table(target_of(metafunc.config))
+    table = tables.table(marker.args[0])
+    cases = table(target_of(metafunc.config).plan)
     metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 

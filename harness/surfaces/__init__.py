@@ -1,0 +1,1 @@
+"""Surfaces: one declaration per ioctl or file call (pure), registered in `registry`."""
