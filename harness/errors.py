@@ -55,3 +55,9 @@ class ProfileUnknown(KvmconfError):
 
 class ReportsNotWritable(KvmconfError):
     exit_code = 60
+
+
+class HeaderUnreadable(KvmconfError):
+    """The header exists but its bytes cannot be read (permissions, an I/O error)."""
+
+    exit_code = 34

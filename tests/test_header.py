@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.abi import header_facts
 from harness.abi.facts import AbiFacts
 from harness.abi.profile import catalogue, load_profile
 from harness.errors import GccMissing, HeaderCompileError, HeaderIncomplete, HeaderMissing
@@ -223,6 +224,7 @@ def test_probe_cache_follows_the_catalogue(tmp_path: Path, monkeypatch: pytest.M
                         {**cat.caps, "KVM_CAP_KVMCONF_TEST_ONLY": 252}, cat.constants)
 
     monkeypatch.setattr(header_mod, "catalogue", with_new_cap)
+    monkeypatch.setattr(header_facts, "catalogue", with_new_cap)
     assert facts_from_header(path, "released").caps.get("KVM_CAP_KVMCONF_TEST_ONLY") == 252
 
 
