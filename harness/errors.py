@@ -61,3 +61,9 @@ class HeaderUnreadable(KvmconfError):
     """The header exists but its bytes cannot be read (permissions, an I/O error)."""
 
     exit_code = 34
+
+
+class KernelUnreadable(KvmconfError):
+    """The --kernel image exists but cannot be read (permissions, an I/O error)."""
+
+    exit_code = 28

@@ -90,7 +90,7 @@ def parse_assembly(text: str) -> RawProbe:
     """The values gcc emitted into the probe's assembly."""
     syms: dict[str, int] = {}
     structs: dict[str, dict[str, object]] = {}
-    offsets: dict[tuple[str, str], int] = {}
+    offsets: dict[str, int] = {}
     for kind, what, value in _EMITTED.findall(text):
         number = int(value) & _MASK64
         if kind == "sym":
@@ -98,12 +98,12 @@ def parse_assembly(text: str) -> RawProbe:
         elif kind == "size":
             structs.setdefault(what, {"fields": []})["size"] = number
         elif kind == "offset":
-            offsets[tuple(what.split())] = number  # type: ignore[index]
+            offsets[what] = number
         else:
             sname, fname = what.split()
             fields = structs.setdefault(sname, {"fields": []})["fields"]
             assert isinstance(fields, list)
-            fields.append([fname, offsets[(sname, fname)], number])
+            fields.append([fname, offsets[what], number])
     return {"syms": syms, "structs": structs}
 
 
@@ -159,18 +159,32 @@ def facts_from_probe(raw: RawProbe, label: str, profile: str, encoding: IocEncod
 
 @dataclass(frozen=True)
 class ProfileMatch:
-    """The profile chosen for a header, and the symbols on which they disagree."""
+    """The profile chosen for a header, the symbols on which they disagree, and the
+    symbols the header lacks that every profile has (they tell no revision apart:
+    a header folder without its asm/kvm.h lacks the VM types, say)."""
 
     profile: str
     differences: tuple[str, ...]
+    lacking: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str:
         if not self.differences:
-            return f"profile {self.profile}: the header matches its symbols and layouts"
-        shown = "; ".join(self.differences[:5]) + ("; ..." if len(self.differences) > 5 else "")
-        return (f"profile {self.profile}, the closest: no profile matches the header "
-                f"({len(self.differences)} differences from {self.profile}: {shown})")
+            why = f"profile {self.profile}: the header matches its symbols and layouts"
+        else:
+            why = (f"profile {self.profile}, the closest: no profile matches the header "
+                   f"({_count(self.differences, 'difference')} from {self.profile}: {_some(self.differences)})")
+        if self.lacking:
+            why += f"; the header lacks {_count(self.lacking, 'symbol')} every profile has ({_some(self.lacking, ', ')})"
+        return why
+
+
+def _some(items: tuple[str, ...], sep: str = "; ", shown: int = 5) -> str:
+    return sep.join(items[:shown]) + (f"{sep}..." if len(items) > shown else "")
+
+
+def _count(items: tuple[str, ...], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def _layout(s: Struct) -> tuple[int, tuple[tuple[str, int, int], ...]]:
@@ -183,42 +197,58 @@ def _raw_layout(info: Mapping[str, object]) -> tuple[int, tuple[tuple[str, int, 
     return int(info["size"]), tuple((str(n), int(o), int(z)) for n, o, z in fields)  # type: ignore[call-overload]
 
 
-def differences(raw: RawProbe, profile: AbiFacts) -> list[str]:
-    """Where the header and a profile disagree: a value, a layout, a symbol one lacks."""
+def _values(profile: AbiFacts) -> dict[str, object]:
+    """A profile's symbols and what the header must say of each: a number or a layout."""
+    return {**{k: v.number for k, v in profile.ioctls.items()}, **profile.caps, **profile.constants,
+            **{f"struct {k}": _layout(v) for k, v in profile.structs.items()}}
+
+
+def _header_values(raw: RawProbe) -> dict[str, object]:
     syms: Mapping[str, int] = raw["syms"]  # type: ignore[assignment]
     probed: Mapping[str, Mapping[str, object]] = raw["structs"]  # type: ignore[assignment]
+    return {**syms, **{f"struct {k}": _raw_layout(v) for k, v in probed.items()}}
+
+
+def _show(value: object) -> str:
+    return f"{value:#x}" if isinstance(value, int) else "another layout"
+
+
+def compare(raw: RawProbe, profile: AbiFacts, common: Mapping[str, object]) -> ProfileMatch:
+    """Where the header and a profile disagree: a value, a layout, a symbol one lacks.
+    A symbol of `common` (the same in every profile) that the header lacks is only lacking."""
+    header = _header_values(raw)
+    ours = _values(profile)
     cat = catalogue(profile.encoding)
-    ours: dict[str, int] = {**{k: v.number for k, v in profile.ioctls.items()}, **profile.caps, **profile.constants}
+    asked = [*cat.ioctls, *cat.caps, *cat.constants, *(f"struct {k}" for k in cat.structs)]
     out: list[str] = []
-    for sym in sorted({*cat.ioctls, *cat.caps, *cat.constants}):
-        mine, theirs = syms.get(sym), ours.get(sym)
+    lacking: list[str] = []
+    for sym in sorted(asked):
+        mine, theirs = header.get(sym), ours.get(sym)
         if mine == theirs:
             continue
         if theirs is None:
             out.append(f"{sym} is in the header, not in the profile")
         elif mine is None:
-            out.append(f"{sym} is in the profile, not in the header")
+            if sym in common:
+                lacking.append(sym)
+            else:
+                out.append(f"{sym} is in the profile, not in the header")
+        elif sym.startswith("struct "):
+            out.append(f"{sym} has another layout in the header")
         else:
-            out.append(f"{sym} is {mine:#x} in the header, {theirs:#x} in the profile")
+            out.append(f"{sym} is {_show(mine)} in the header, {_show(theirs)} in the profile")
     for sym in sorted(model_cap_names() - set(profile.model_caps) - set(profile.caps)):
-        if sym in syms:
+        if sym in header:
             out.append(f"{sym} is in the header, not in the profile")
-    for sname in sorted(cat.structs):
-        in_header, in_profile = sname in probed, sname in profile.structs
-        if not in_header and not in_profile:
-            continue
-        if not in_profile:
-            out.append(f"struct {sname} is in the header, not in the profile")
-        elif not in_header:
-            out.append(f"struct {sname} is in the profile, not in the header")
-        elif _raw_layout(probed[sname]) != _layout(profile.structs[sname]):
-            out.append(f"struct {sname} has another layout in the header")
-    return out
+    return ProfileMatch(profile.profile, tuple(out), tuple(lacking))
 
 
 def choose_profile(raw: RawProbe, encoding: IocEncoding | None = None) -> ProfileMatch:
     """The profile whose symbols and layouts the header matches; else the closest (the
     newest of those with fewest differences), with the differences."""
-    found = [ProfileMatch(name, tuple(differences(raw, load_profile(name, encoding)))) for name in revision_order()]
+    profiles = [load_profile(name, encoding) for name in revision_order()]
+    first, *rest = [_values(p) for p in profiles]
+    common = {k: v for k, v in first.items() if all(other.get(k) == v for other in rest)}
+    found = [compare(raw, p, common) for p in profiles]
     fewest = min(len(m.differences) for m in found)
     return [m for m in found if len(m.differences) == fewest][-1]

@@ -38,7 +38,7 @@ from harness.abi.header_facts import (
     symbol_lines,
 )
 from harness.abi.ioc import host_encoding
-from harness.abi.profile import catalogue
+from harness.abi.profile import DEFAULT_PROFILE, catalogue, load_profile
 from harness.errors import GccMissing, HeaderCompileError, HeaderIncomplete, HeaderMissing, HeaderUnreadable
 
 CACHE_DIR = Path.home() / ".cache" / "kvmconf" / "headers"
@@ -165,6 +165,18 @@ def _probed(header: Path) -> tuple[str, RawProbe]:
 def profile_for(header: Path) -> ProfileMatch:
     """The profile the header matches (or the closest), for runs without --profile."""
     return choose_profile(_probed(header)[1])
+
+
+def resolve_profile(given: str | None, header: str | None) -> tuple[str, str]:
+    """The run's profile and why: --profile when given, else the header's match, else
+    the default. An unknown --profile is named before gcc probes a header."""
+    if given is not None:
+        load_profile(given)
+        return given, f"profile {given} (--profile)"
+    if header is None:
+        return DEFAULT_PROFILE, f"profile {DEFAULT_PROFILE} (the default: no --profile and no header)"
+    match = profile_for(Path(header))
+    return match.profile, match.reason
 
 
 def facts_from_header(header: Path, profile: str) -> AbiFacts:
