@@ -170,13 +170,13 @@ class ProfileMatch:
     @property
     def reason(self) -> str:
         if not self.differences:
-            why = f"profile {self.profile}: the header matches its symbols and layouts"
+            why = f"{self.profile} (the header matches its symbols and layouts"
         else:
-            why = (f"profile {self.profile}, the closest: no profile matches the header "
-                   f"({_count(self.differences, 'difference')} from {self.profile}: {_some(self.differences)})")
+            why = (f"{self.profile}, the closest (no profile matches the header; "
+                   f"{_count(self.differences, 'difference')} from {self.profile}: {_some(self.differences)}")
         if self.lacking:
-            why += f"; the header lacks {_count(self.lacking, 'symbol')} every profile has ({_some(self.lacking, ', ')})"
-        return why
+            why += f"; it lacks {_count(self.lacking, 'symbol')} every profile has: {_some(self.lacking, ', ', 3)}"
+        return why + ")"
 
 
 def _some(items: tuple[str, ...], sep: str = "; ", shown: int = 5) -> str:

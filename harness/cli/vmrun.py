@@ -25,7 +25,7 @@ from harness.qemu.accel import Accel, host_accel, parse_accel
 from harness.qemu.errors import GuestError
 from harness.qemu.kernel import KernelImage, find_kernel
 from harness.qemu.runner import qemu_binary, run_in_qemu
-from harness.session.console import header_lines
+from harness.session.header_block import header_lines
 
 _FIRST_CASE = re.compile(r"^1/\d+ cases$")
 # TCG interprets the guest ~10-16 times slower than hardware: a case's time limit
@@ -71,7 +71,10 @@ def guest_argv(args: argparse.Namespace, out: Path, accel: Accel, checkout: dict
     """`kvmconf run` for the guest: the same options, reports into the shared folder,
     the header's probe record for the header, the case timeout for the accelerator."""
     argv = [sys.executable, "-m", "harness.cli", "run", f"--output-dir={out}", f"--profile={args.profile}",
-            f"--workers={args.guest_workers}", f"--case-timeout={case_timeout(args.case_timeout, accel):g}"]
+            f"--workers={args.guest_workers}", f"--case-timeout={case_timeout(args.case_timeout, accel):g}",
+            f"--backend={args.backend}"]
+    if args.mutant:
+        argv.append(f"--mutant={args.mutant}")
     if args.kvm_header:
         argv.append(f"--kvm-header={out / PROBE_RECORD}")
     for key, value in checkout.items():  # the options exist once the report takes them

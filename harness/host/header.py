@@ -172,9 +172,9 @@ def resolve_profile(given: str | None, header: str | None) -> tuple[str, str]:
     the default. An unknown --profile is named before gcc probes a header."""
     if given is not None:
         load_profile(given)
-        return given, f"profile {given} (--profile)"
+        return given, f"{given} (--profile)"
     if header is None:
-        return DEFAULT_PROFILE, f"profile {DEFAULT_PROFILE} (the default: no --profile and no header)"
+        return DEFAULT_PROFILE, f"{DEFAULT_PROFILE} (the default: no --profile and no header)"
     match = profile_for(Path(header))
     return match.profile, match.reason
 

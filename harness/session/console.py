@@ -2,13 +2,14 @@
 
 The kernel release, how it runs (this machine, or QEMU and its accelerator), where the
 ABI facts come from and which profile (and why), the backend and the expectations
-file. `kvmconf run --kernel` prints the same block on the host, from `header_lines`.
+file. `kvmconf run --kernel` prints the same block on the host (`header_block`).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from harness.session.header_block import header_lines
 from harness.session.plugin import expectations_of, target_of
 
 
@@ -16,13 +17,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.getgroup("kvmconf").addoption(
         "--profile-reason", default=None, metavar="TEXT",
         help="why the profile was chosen, for the console header and the report (kvmconf run fills it in)")
-
-
-def header_lines(kernel: str, runs: str, abi: str, profile: str, backend: str, expectations: str) -> list[str]:
-    """The block, one fact a line, aligned so the eye finds each."""
-    facts = (("kernel", kernel), ("runs on", runs), ("ABI", abi), ("profile", profile),
-             ("backend", backend), ("expectations", expectations))
-    return [f"{name + ':':<13} {value}" for name, value in facts]
 
 
 @pytest.hookimpl(trylast=True)
