@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from harness.abi.profile import load_profile, revision_order
 from harness.cli import vmrun
 from harness.paths import ROOT
+from tests.test_bad_inputs import check, kvmconf_run
 from tests.test_qemu_kernel import fake_bzimage
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed: the header probe compiles with it")
@@ -201,3 +203,77 @@ def test_git_checkout_of_a_tree(tmp_path: Path) -> None:
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     assert found == {"tree_name": "v7.3", "git_commit": head, "git_url": "https://example.org/linux.git"}
     assert vmrun.git_checkout(tmp_path) == {}  # not a git tree: nothing to say
+
+
+# -- bad input on the way to a boot: one line, its exit code, nothing under reports/ --
+
+
+def _no_dac_override(path: Path) -> list[str]:
+    """Make `path` unreadable to this run, as root too: it belongs to nobody, mode 0600,
+    and the command prefix drops CAP_DAC_OVERRIDE."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0:
+        path.chmod(0)
+        return []
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is needed to run without CAP_DAC_OVERRIDE")
+    nobody = pwd.getpwnam("nobody")
+    os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    path.chmod(0o600)
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+def test_non_utf8_header_is_one_line(tmp_path: Path) -> None:
+    header = tmp_path / "linux" / "kvm.h"
+    header.parent.mkdir()
+    header.write_bytes(b"/* caf\xe9 */\n#error caf\xe9 \xff\n")
+    out = kvmconf_run(tmp_path, tmp_path / "reports", "--kvm-header", str(header))
+    check(out, 31, tmp_path / "reports", "does not compile")
+
+
+def test_unreadable_header_is_one_line(tmp_path: Path) -> None:
+    header = tmp_path / "linux" / "kvm.h"
+    header.parent.mkdir()
+    header.write_text(profile_header("released"))
+    prefix = _no_dac_override(header)
+    out = kvmconf_run(tmp_path, tmp_path / "reports", "--kvm-header", str(header), prefix=prefix)
+    check(out, 34, tmp_path / "reports", "cannot be read")
+
+
+def test_unreadable_kernel_image_is_one_line(tmp_path: Path) -> None:
+    image = tmp_path / "bzImage"
+    image.write_bytes(fake_bzimage())
+    prefix = _no_dac_override(image)
+    out = kvmconf_run(tmp_path, tmp_path / "reports", "--kernel", str(image), prefix=prefix)
+    check(out, 28, tmp_path / "reports", "cannot be read")
+
+
+def test_fifo_as_kernel_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "bzImage"
+    os.mkfifo(fifo)
+    out = kvmconf_run(tmp_path, tmp_path / "reports", "--kernel", str(fifo))
+    check(out, 21, tmp_path / "reports", "not a regular file")
+
+
+def test_compare_with_a_run_that_does_not_exist(tmp_path: Path) -> None:
+    """Named before the run, so no run folder is made for a comparison that cannot be."""
+    out = kvmconf_run(tmp_path, tmp_path / "reports", "--backend", "model", "--compare-with", str(tmp_path / "base"))
+    check(out, 70, tmp_path / "reports", str(tmp_path / "base"))
+
+
+def test_run_ends_with_the_comparison(tmp_path: Path) -> None:
+    """`run --compare-with BASE`: the run, then `compare BASE RUN` as it prints, and its
+    exit code: 1 when the run has a new failure against the base, else 0 (a failure
+    the base has too is not new)."""
+    reports = tmp_path / "reports"
+    common = ["--backend", "model", "-n", "0", "-k", "KVM_CREATE_VM"]
+    base = kvmconf_run(tmp_path, reports, *common)
+    assert base.code == 0, base.text
+    base_run = next(p for p in reports.iterdir() if p.name[0].isdigit())
+    patched = kvmconf_run(tmp_path, reports, *common, "--mutant", "vm-type-2-accepted", "--compare-with", str(base_run))
+    assert patched.code == 1, patched.text
+    assert "B has 1 new failure against A" in patched.text
+    assert "test_create_vm_type[KVM_CREATE_VM/kvm/type=2]: passed -> failed" in patched.text
+    patched_run = next(p for p in reports.iterdir() if p.name[0].isdigit() and p != base_run)
+    again = kvmconf_run(tmp_path, reports, *common, "--mutant", "vm-type-2-accepted", "--compare-with", str(patched_run))
+    assert again.code == 0 and "B has no new failure against A" in again.text, again.text
