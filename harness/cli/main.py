@@ -59,7 +59,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="a case still running after this long is reported as a hang and the run goes on; 0: no limit (default: 30)")
     q = p.add_argument_group("a kernel booted under QEMU")
     q.add_argument("--kernel", type=_absolute, metavar="PATH",
-                   help="boot PATH under QEMU and run the suite inside it: a folder as tools/debian-kernel writes it, or a bzImage")
+                   help="boot PATH under QEMU and run the suite inside it: a folder as tools/debian-kernel writes it, "
+                        "a bzImage, or a built kernel tree (its header is used, and its profile chosen)")
     q.add_argument("--accel", choices=("kvm", "tcg"),
                    help="QEMU accelerator (default: kvm when the host's KVM offers nested virtualization, else tcg)")
     q.add_argument("--guest-workers", default="0", metavar="N",

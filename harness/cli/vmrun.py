@@ -103,7 +103,7 @@ def console_header(args: argparse.Namespace, image: KernelImage, accel: Accel, c
     if args.expectations:
         expectations = str(args.expectations)
     else:
-        expectations = for_release(image.release).path or "none" if args.backend == "kernel" else "none"
+        expectations = (for_release(image.release).path or "none") if args.backend == "kernel" else "none"
     return header_lines(kernel, runs, abi, args.profile_reason, args.backend, expectations)
 
 
