@@ -277,3 +277,22 @@ def test_run_ends_with_the_comparison(tmp_path: Path) -> None:
     patched_run = next(p for p in reports.iterdir() if p.name[0].isdigit() and p != base_run)
     again = kvmconf_run(tmp_path, reports, *common, "--mutant", "vm-type-2-accepted", "--compare-with", str(patched_run))
     assert again.code == 0 and "B has no new failure against A" in again.text, again.text
+
+
+def test_console_header_of_a_local_run(tmp_path: Path) -> None:
+    """Before the first case: the kernel, how it runs, the ABI source, the profile and
+    why, the backend and the expectations file, one line each."""
+    header = tmp_path / "seed" / "linux" / "kvm.h"
+    header.parent.mkdir(parents=True)
+    header.write_text(profile_header("rfc-v4"))
+    out = kvmconf_run(tmp_path, tmp_path / "reports", "--backend", "model", "-n", "0", "-k", "KVM_CREATE_VM",
+                      "--kvm-header", str(header))
+    assert out.code == 0, out.text
+    assert out.lines[:6] == [
+        "kernel:       model-rfc-v4",  # the model names itself
+        "runs on:      this machine",
+        f"ABI:          header {header}",
+        "profile:      rfc-v4 (the header matches its symbols and layouts)",
+        "backend:      model",
+        "expectations: none",
+    ], out.text
