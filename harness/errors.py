@@ -61,3 +61,15 @@ class SurfaceMissing(KvmconfError):
     """A struct ioctl of the ABI facts has no surface in harness/surfaces/."""
 
     exit_code = 52
+
+
+class HeaderUnreadable(KvmconfError):
+    """The header exists but its bytes cannot be read (permissions, an I/O error)."""
+
+    exit_code = 34
+
+
+class KernelUnreadable(KvmconfError):
+    """The --kernel image exists but cannot be read (permissions, an I/O error)."""
+
+    exit_code = 28

@@ -6,6 +6,7 @@ really compiles and nothing is left in ~/.cache."""
 from __future__ import annotations
 
 import glob
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.abi import header_facts
 from harness.abi.facts import AbiFacts
 from harness.abi.profile import catalogue, load_profile
 from harness.errors import GccMissing, HeaderCompileError, HeaderIncomplete, HeaderMissing
@@ -224,6 +226,7 @@ def test_probe_cache_follows_the_catalogue(tmp_path: Path, monkeypatch: pytest.M
                         {**cat.caps, "KVM_CAP_KVMCONF_TEST_ONLY": 252}, cat.constants)
 
     monkeypatch.setattr(header_mod, "catalogue", with_new_cap)
+    monkeypatch.setattr(header_facts, "catalogue", with_new_cap)
     assert facts_from_header(path, "released").caps.get("KVM_CAP_KVMCONF_TEST_ONLY") == 252
 
 
@@ -269,3 +272,96 @@ def test_debian_73_header() -> None:
     assert facts.caps["KVM_CAP_S390_VSIE_ESAMODE"] == 248
     for sym in ("KVM_SET_MEMORY_ATTRIBUTES2", "kvm_memory_attributes2", "KVM_CAP_MEMORY_ATTRIBUTES2"):
         assert facts.missing(sym) is not None
+
+
+def test_a_constructor_in_the_header_never_runs(tmp_path: Path) -> None:
+    """The probe compiles to assembly and reads the values gcc emitted: nothing built
+    from the header is linked or run, so a constructor in it (as root!) does nothing."""
+    ran = tmp_path / "the-header-ran"
+    evil = (f'extern int creat(const char *, unsigned int);\n'
+            f'__attribute__((constructor)) static void kvmconf_evil(void) {{ creat("{ran}", 0644); }}\n'
+            f'int main(void) {{ creat("{ran}", 0644); return 0; }}\n')
+    facts = facts_from_header(write_header(tmp_path, "evil", CORE, ATTRS, evil), "released")
+    assert facts.ioctls["KVM_SET_MEMORY_ATTRIBUTES"].number == 0x4020AED2
+    assert not ran.exists()
+
+
+def test_the_header_path_is_never_part_of_the_source(tmp_path: Path) -> None:
+    """A folder name with a quote, a backslash and a newline: the header reaches gcc as
+    an include path, so its name cannot break (or inject into) the probe's C."""
+    path = write_header(tmp_path, 'a"b\\c\nd', CORE)
+    assert facts_from_header(path, "released").ioctls["KVM_CREATE_VM"].number == 0xAE01
+
+
+def test_a_source_tree_header_is_prepared_as_headers_install_does(tmp_path: Path) -> None:
+    """include/uapi/linux/kvm.h of a kernel tree includes <linux/compiler.h> (not a uapi
+    header) and marks pointers __user: both go, as `make headers_install` does."""
+    header = tmp_path / "linux" / "include" / "uapi" / "linux" / "kvm.h"
+    header.parent.mkdir(parents=True)
+    header.write_text(PRELUDE.replace("#define __LINUX_KVM_H", "#define _UAPI__LINUX_KVM_H\n#include <linux/compiler.h>")
+                      + "struct kvm_dirty_log_like { __u32 slot; void __user *dirty_bitmap; };\n" + CORE + ATTRS + "#endif\n")
+    facts = facts_from_header(header, "released")
+    assert facts.ioctls["KVM_SET_MEMORY_ATTRIBUTES"].number == 0x4020AED2
+
+
+def test_headers_install_rules() -> None:
+    """Each sed rule of scripts/headers_install.sh, on bytes (a header need not be UTF-8);
+    the expected text is what GNU sed makes of it with the script's expressions (one
+    pass per line: `asm volatile` keeps its `volatile`, `__attribute_const__;` stays)."""
+    before = (b"#ifndef _UAPI__LINUX_KVM_H\n#include <linux/compiler.h>\nvoid __user *p; int __force x;\n"
+              b"struct s { int a; } __packed;\nstatic inline int f(void) { asm volatile(\"\"); }\n"
+              b"int g(void) __attribute_const__;\n#ifdef __ASSEMBLY__\n/* \xff */\n")
+    assert header_facts.prepare(before) == (
+        b"#ifndef __LINUX_KVM_H\n\nvoid *p; int x;\nstruct s { int a; } __attribute__((packed));\n"
+        b"static __inline__ int f(void) { __asm__ volatile(\"\"); }\nint g(void) __attribute_const__;\n"
+        b"#ifdef __ASSEMBLER__\n/* \xff */\n")
+
+
+def test_non_utf8_header(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 in the header, and in gcc's message about it: read as
+    bytes, the error is still one line naming the header."""
+    path = write_header(tmp_path, "latin1", CORE)
+    path.write_bytes(path.read_bytes().replace(b"#endif", b"/* caf\xe9 */\n#error caf\xe9 \xff\n#endif"))
+    with pytest.raises(HeaderCompileError) as e:
+        facts_from_header(path, "released")
+    assert str(path) in str(e.value) and "#error" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_not_a_regular_file(tmp_path: Path) -> None:
+    """A FIFO or a folder as the header: named, never opened (a FIFO would block)."""
+    fifo = tmp_path / "kvm.h"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        with pytest.raises(HeaderMissing, match="not a regular file"):
+            facts_from_header(path, "released")
+
+
+def test_probe_record_carries_the_facts(tmp_path: Path) -> None:
+    """What the host writes for the guest gives the same facts without the header."""
+    path = write_header(tmp_path, "record", CORE, CAPS, ATTRS, GMEM, REGION2)
+    direct = facts_from_header(path, "released")
+    record = header_mod.write_record(path, tmp_path / "header-probe.json")
+    path.unlink()
+    assert facts_from_header(record, "released") == direct
+    (tmp_path / "other.json").write_text('{"syms": {}}')
+    with pytest.raises(HeaderIncomplete, match="not a header probe record"):
+        facts_from_header(tmp_path / "other.json", "released")
+
+
+SOURCE_73 = Path.home() / ".cache" / "kvm-kernels" / "src" / "linux-source-7.3" / "include" / "uapi" / "linux" / "kvm.h"
+
+
+@pytest.mark.skipif(not SOURCE_73.is_file(), reason="no 7.3 source tree in ~/.cache/kvm-kernels/src (shared/kernels/linux-source)")
+def test_source_tree_73_header_matches_released() -> None:
+    """The 7.3 source tree's own header, with its compiler.h include and its tree's
+    arch/x86 uapi folder, matches the released profile exactly."""
+    match = header_mod.profile_for(SOURCE_73)
+    assert (match.profile, match.differences, match.lacking) == ("released", (), ())
+
+
+@pytest.mark.skipif(not DEBIAN_73, reason="no Debian 7.3 header in ~/.cache/kvm-kernels (tools/debian-kernel fetches it)")
+def test_debian_73_header_chooses_released() -> None:
+    """Debian's header folder has no asm/kvm.h, so the VM types come from the system's
+    older one; that tells no revision apart and is said, and released is chosen."""
+    match = header_mod.profile_for(Path(DEBIAN_73[-1]))
+    assert (match.profile, match.differences) == ("released", ())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,36 @@ def test_build_tree_image_is_found(tmp_path: Path) -> None:
     boot.mkdir(parents=True)
     (boot / "bzImage").write_bytes(fake_bzimage())
     assert find_kernel(tmp_path).image == (boot / "bzImage").resolve()
+    assert find_kernel(tmp_path).tree == tmp_path.resolve()
+
+
+def test_header_beside_the_image(tmp_path: Path) -> None:
+    """The uapi header of each layout: debian-kernel's and build-kernel's include/linux,
+    a built tree's usr/include (`make headers`) before its source include/uapi."""
+    (tmp_path / "bzImage").write_bytes(fake_bzimage())
+    assert find_kernel(tmp_path).header is None and find_kernel(tmp_path).tree is None
+    tree = tmp_path / "linux"
+    (tree / "arch/x86/boot").mkdir(parents=True)
+    (tree / "arch/x86/boot/bzImage").write_bytes(fake_bzimage())
+    source = tree / "include/uapi/linux/kvm.h"
+    source.parent.mkdir(parents=True)
+    source.write_text("/* source */\n")
+    assert find_kernel(tree).header == source.resolve()
+    made = tree / "usr/include/linux/kvm.h"
+    made.parent.mkdir(parents=True)
+    made.write_text("/* make headers */\n")
+    assert find_kernel(tree).header == made.resolve()
+    installed = tmp_path / "include/linux/kvm.h"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("/* headers_install */\n")
+    assert find_kernel(tmp_path).header == installed.resolve()
+
+
+def test_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
+    """Opening a FIFO to read its boot header would wait for a writer forever."""
+    fifo = tmp_path / "bzImage"
+    os.mkfifo(fifo)
+    with pytest.raises(NotBootableKernelError, match="not a regular file"):
+        find_kernel(fifo)
+    with pytest.raises(NotBootableKernelError, match="no vmlinuz"):
+        find_kernel(tmp_path)  # a folder whose only image is a FIFO has none

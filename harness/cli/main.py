@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.abi.profile import DEFAULT_PROFILE, known_profiles, load_profile
+from harness.abi.profile import DEFAULT_PROFILE, known_profiles
 from harness.cases.expectations import load as load_expectations
 from harness.cli.bench import add_parser as add_bench_parser
 from harness.cli.bench import cmd_bench
@@ -21,8 +21,10 @@ from harness.cli.preflight import check_collection, collection_args
 from harness.cli.runs import RunFolder
 from harness.cli.vmrun import run_under_qemu, validate_kernel
 from harness.errors import KvmconfError
+from harness.host.header import resolve_profile
 from harness.paths import REPORTS, ROOT
 from harness.report.compare import add_parser as add_compare_parser
+from harness.report.compare import load as load_run
 from harness.report.compare import run as cmd_compare
 from harness.session.backends import backend_names, check_mutant
 from harness.session.interrupts import INTERRUPTED, run_suite
@@ -40,8 +42,9 @@ def _absolute(text: str) -> str:
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="test this machine's kernel and write the reports", epilog=EPILOG)
     p.add_argument("--kvm-device", default="/dev/kvm", type=_absolute, metavar="PATH", help="KVM device node (default: /dev/kvm)")
-    p.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME",
-                   help=f"uAPI revision: {', '.join(known_profiles())} (default: {DEFAULT_PROFILE})")
+    p.add_argument("--profile", metavar="NAME",
+                   help=f"uAPI revision: {', '.join(known_profiles())} (default: the one the header matches, "
+                        f"else {DEFAULT_PROFILE})")
     p.add_argument("--kvm-header", type=_absolute, metavar="PATH",
                    help="a kernel's uapi linux/kvm.h, probed with gcc; overrides the profile's numbers")
     p.add_argument("--expectations", type=_absolute, metavar="PATH",
@@ -56,7 +59,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="a case still running after this long is reported as a hang and the run goes on; 0: no limit (default: 30)")
     q = p.add_argument_group("a kernel booted under QEMU")
     q.add_argument("--kernel", type=_absolute, metavar="PATH",
-                   help="boot PATH under QEMU and run the suite inside it: a folder as tools/debian-kernel writes it, or a bzImage")
+                   help="boot PATH under QEMU and run the suite inside it: a folder as tools/debian-kernel writes it, "
+                        "a bzImage, or a built kernel tree (its header is used, and its profile chosen)")
     q.add_argument("--accel", choices=("kvm", "tcg"),
                    help="QEMU accelerator (default: kvm when the host's KVM offers nested virtualization, else tcg)")
     q.add_argument("--guest-workers", default="0", metavar="N",
@@ -65,6 +69,9 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="the whole guest run, boot included, is stopped after this long (default: 1800)")
     p.add_argument("--fuzz-examples", type=int, metavar="N",
                    help="property-based cases: N random examples each instead of CI's fixed 100")
+    p.add_argument("--compare-with", type=_absolute, metavar="RUN",
+                   help="end with the comparison against RUN (the base kernel's run folder or results.jsonl); "
+                        "exit 1 when this run has a new failure against it, else 0")
     p.add_argument("--output-dir", metavar="DIR", help=argparse.SUPPRESS)  # the guest's side of --kernel
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
 
@@ -94,8 +101,10 @@ def validate(args: argparse.Namespace) -> None:
     """Everything a user can get wrong, checked before a run folder exists."""
     if args.kernel:
         validate_kernel(args)
-    load_profile(args.profile)  # an unknown profile is named before gcc probes a header
+    args.profile, args.profile_reason = resolve_profile(args.profile, args.kvm_header)
     load_facts(args.profile, args.kvm_header)
+    if args.compare_with:
+        load_run(Path(args.compare_with))
     if args.expectations and args.expectations != "none":
         load_expectations(Path(args.expectations))
     if args.mutant:
@@ -123,13 +132,14 @@ def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
         argv += ["-n", args.workers]
     if args.keyword:
         argv += ["-k", args.keyword]
-    return argv + list(args.pytest_args)
+    return [*argv, f"--profile-reason={args.profile_reason}", *args.pytest_args]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     validate(args)
     if args.kernel:
-        return run_under_qemu(args)
+        code, published = run_under_qemu(args)
+        return compare_with(args, code, published)
     if args.output_dir:  # inside the guest: the host owns the run folder
         return int(pytest.main(suite_args(args, Path(args.output_dir))))
     run = RunFolder(Path(args.reports))
@@ -144,7 +154,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
     final = run.finish()
     print(f"reports: {final}")
-    return code
+    return compare_with(args, code, final)
+
+
+def compare_with(args: argparse.Namespace, code: int, published: Path | None) -> int:
+    """With --compare-with, a finished run ends with `kvmconf compare BASE RUN`, whose
+    exit code (1: a new failure against the base) is the run's."""
+    if not args.compare_with or published is None or code not in (0, 1):
+        return code
+    print()
+    return cmd_compare(argparse.Namespace(a=Path(args.compare_with), b=published, output=None))
 
 
 def cmd_test(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """`kvmconf run --kernel PATH`: the same suite, inside a kernel booted under QEMU.
 
-The host checks the inputs, probes the header (so the guest reads the probe from the
-shared cache instead of running gcc under emulation), creates the run folder and
+The host checks the inputs, probes the header once (the guest gets the facts as a
+probe record in the run folder, never the header's path, which it may not see, and
+runs no gcc under emulation), prints the console header, creates the run folder and
 boots the kernel; the guest runs `kvmconf run --output-dir` against its own /dev/kvm
 and writes the reports straight into the run folder, which the host then publishes.
 """
@@ -11,41 +12,74 @@ from __future__ import annotations
 import argparse
 import compileall
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from harness.cases.expectations import for_release
 from harness.cli.runs import RunFolder
+from harness.host.header import write_record
 from harness.paths import ROOT
+from harness.qemu.accel import Accel, host_accel, parse_accel
 from harness.qemu.errors import GuestError
-from harness.qemu.kernel import find_kernel
+from harness.qemu.kernel import KernelImage, find_kernel
 from harness.qemu.runner import qemu_binary, run_in_qemu
+from harness.session.header_block import header_lines
 
 _FIRST_CASE = re.compile(r"^1/\d+ cases$")
-
-
-def kernel_header(args: argparse.Namespace) -> str | None:
-    """--kvm-header, else the header of a kernel folder as debian-kernel writes it."""
-    if args.kvm_header:
-        return str(Path(args.kvm_header).resolve())
-    folder = Path(args.kernel)
-    header = folder / "include" / "linux" / "kvm.h"
-    return str(header.resolve()) if folder.is_dir() and header.is_file() else None
+# TCG interprets the guest ~10-16 times slower than hardware: a case's time limit
+# follows, so a slow case is not called a hang (a real hang still is, later).
+TCG_SLOWDOWN = 10
+PROBE_RECORD = "header-probe.json"
+# KCIDB checkout fields (`kvmconf run` options) that a git kernel tree fills in
+_CHECKOUT_GIT = {"tree_name": ["describe", "--always", "--tags"], "git_commit": ["rev-parse", "HEAD"],
+                 "git_url": ["remote", "get-url", "origin"]}
 
 
 def validate_kernel(args: argparse.Namespace) -> None:
-    """The kernel is bootable and QEMU is there; the header found in its folder is used."""
-    find_kernel(Path(args.kernel))
+    """The kernel is bootable and QEMU is there; the header found beside the image
+    (a debian-kernel folder's, a build-kernel folder's, a kernel tree's) is used
+    unless --kvm-header names one."""
+    image = find_kernel(Path(args.kernel))
     qemu_binary()
-    args.kvm_header = kernel_header(args)
+    header = Path(args.kvm_header) if args.kvm_header else image.header
+    args.kvm_header = str(header.resolve()) if header is not None else None
 
 
-def guest_argv(args: argparse.Namespace, out: Path) -> list[str]:
-    """`kvmconf run` for the guest: the same options, reports into the shared folder."""
+def case_timeout(seconds: float, accel: Accel) -> float:
+    """The per-case limit in the guest: `seconds` of real hardware, scaled under TCG."""
+    return seconds * TCG_SLOWDOWN if accel == "tcg" else seconds
+
+
+def git_checkout(tree: Path) -> dict[str, str]:
+    """The tree's `git describe`, commit and remote, as far as git knows them. No
+    config of the tree may run a program here (core.fsmonitor), and no hook runs."""
+    found: dict[str, str] = {}
+    for key, command in _CHECKOUT_GIT.items():
+        try:
+            done = subprocess.run(["git", "-c", "core.fsmonitor=false", "-C", str(tree), *command],
+                                  capture_output=True, text=True, errors="replace", timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return found
+        if done.returncode == 0 and done.stdout.strip():
+            found[key] = done.stdout.strip()
+    return found
+
+
+def guest_argv(args: argparse.Namespace, out: Path, accel: Accel, checkout: dict[str, str]) -> list[str]:
+    """`kvmconf run` for the guest: the same options, reports into the shared folder,
+    the header's probe record for the header, the case timeout for the accelerator."""
     argv = [sys.executable, "-m", "harness.cli", "run", f"--output-dir={out}", f"--profile={args.profile}",
-            f"--workers={args.guest_workers}", f"--case-timeout={args.case_timeout:g}"]
+            f"--workers={args.guest_workers}", f"--case-timeout={case_timeout(args.case_timeout, accel):g}",
+            f"--backend={args.backend}"]
+    if args.mutant:
+        argv.append(f"--mutant={args.mutant}")
     if args.kvm_header:
-        argv.append(f"--kvm-header={args.kvm_header}")
+        argv.append(f"--kvm-header={out / PROBE_RECORD}")
+    for key, value in checkout.items():  # the options exist once the report takes them
+        if hasattr(args, key):
+            argv.append(f"--{key.replace('_', '-')}={getattr(args, key) or value}")
     if args.expectations:
         exp = args.expectations if args.expectations == "none" else str(Path(args.expectations).resolve())
         argv.append(f"--expectations={exp}")
@@ -53,9 +87,24 @@ def guest_argv(args: argparse.Namespace, out: Path) -> list[str]:
         argv += ["-k", args.keyword]
     if args.fuzz_examples:
         argv.append(f"--fuzz-examples={args.fuzz_examples}")
-    if args.pytest_args:
-        argv += ["--", *args.pytest_args]
-    return argv
+    return [*argv, "--", f"--profile-reason={args.profile_reason}", *args.pytest_args]
+
+
+def console_header(args: argparse.Namespace, image: KernelImage, accel: Accel, checkout: dict[str, str]) -> list[str]:
+    """The block the guest's suite would print, said on the host before the boot."""
+    kernel = image.release or image.image.name
+    if image.tree is not None:
+        kernel += f" (tree {image.tree}" + (f", {checkout['tree_name']})" if "tree_name" in checkout else ")")
+    limit = case_timeout(args.case_timeout, accel)
+    runs = f"QEMU ({accel}), case timeout {limit:g} s" if limit else f"QEMU ({accel}), no case timeout"
+    if accel == "tcg" and limit:
+        runs += f" ({args.case_timeout:g} s x {TCG_SLOWDOWN} under TCG)"
+    abi = f"header {args.kvm_header}" if args.kvm_header else f"profile {args.profile}"
+    if args.expectations:
+        expectations = str(args.expectations)
+    else:
+        expectations = (for_release(image.release).path or "none") if args.backend == "kernel" else "none"
+    return header_lines(kernel, runs, abi, args.profile_reason, args.backend, expectations)
 
 
 class _Console:
@@ -72,9 +121,14 @@ class _Console:
         print(line, flush=True)
 
 
-def run_under_qemu(args: argparse.Namespace) -> int:
-    """Boot, run, publish; a boot failure is one line, its exit code, and the folder
-    kept as incomplete with the console log."""
+def run_under_qemu(args: argparse.Namespace) -> tuple[int, Path | None]:
+    """Boot, run, publish: the exit status and the published run folder (None when the
+    run is incomplete); a boot failure is one line, its exit code, and the folder kept
+    as incomplete with the console log."""
+    image = find_kernel(Path(args.kernel))
+    accel = parse_accel(args.accel) if args.accel else host_accel()
+    checkout = git_checkout(image.tree) if image.tree is not None else {}
+    print("\n".join(console_header(args, image, accel, checkout)), flush=True)
     # the guest sees the tree read-only and interprets 16 times slower: give it bytecode
     for tree in ("harness", "suites"):
         compileall.compile_dir(ROOT / tree, quiet=1)
@@ -82,7 +136,9 @@ def run_under_qemu(args: argparse.Namespace) -> int:
     run = RunFolder(Path(args.reports))
     console = _Console()
     try:
-        result = run_in_qemu(Path(args.kernel), guest_argv(args, run.path), run.path, accel=args.accel,
+        if args.kvm_header:
+            write_record(Path(args.kvm_header), run.path / PROBE_RECORD)
+        result = run_in_qemu(Path(args.kernel), guest_argv(args, run.path, accel, checkout), run.path, accel=accel,
                              timeout_s=args.guest_timeout, progress=console)
     except GuestError as e:
         kept = run.mark_incomplete(str(e))
@@ -96,9 +152,10 @@ def run_under_qemu(args: argparse.Namespace) -> int:
     print(f"{result.kernel_release} under QEMU ({result.accel}): guest ready after {result.ready_s:.1f} s, "
           f"first case after {first}, report written after {report_s:.1f} s")
     if code in (0, 1) and (run.path / "report.html").is_file():
-        print(f"reports: {run.finish()}")
-    else:
-        print(f"reports (incomplete): {run.mark_incomplete(f'the suite in the guest ended with exit status {code}')}")
-    return code
+        final = run.finish()
+        print(f"reports: {final}")
+        return code, final
+    print(f"reports (incomplete): {run.mark_incomplete(f'the suite in the guest ended with exit status {code}')}")
+    return code, None
 
 

@@ -1,9 +1,14 @@
-"""ABI facts read from a kernel's uapi `kvm.h` by compiling a small C probe with gcc.
+"""ABI facts read from a kernel's uapi `kvm.h`: gcc compiles a probe to assembly only.
 
 The probe asks the compiler, not a parser: sizes, offsets, ioctl numbers, caps and
-flag values come out exactly as userspace built against that header would see them.
-A symbol the header lacks is recorded as absent; nothing is filled in from a guess.
-The semantics of each ioctl (which fd, which cap announces it) come from the profile.
+flag values come out exactly as userspace built against that header would see them,
+read from the `.s` file gcc writes (the kernel's asm-offsets technique), so no code
+of the header ever runs. The header is copied, prepared as headers_install does, to
+a folder of its own that goes to gcc as an include path; its path is never part of
+the C source. A symbol the header lacks is recorded as absent, never guessed.
+
+Under `--kernel` the host probes once and gives the guest a probe record (a JSON file
+in the run folder), so a header anywhere on the host works and the guest runs no gcc.
 """
 
 from __future__ import annotations
@@ -13,37 +18,48 @@ import json
 import shutil
 import subprocess
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
-from harness.abi.facts import TYPE_BY_SIZE, AbiFacts, Field, Ioctl, Struct
+from harness.abi.facts import AbiFacts
+from harness.abi.header_facts import (
+    GCC_DEFINES,
+    INCLUDE_NAME,
+    REQUIRED,
+    ProfileMatch,
+    RawProbe,
+    asked_symbols,
+    choose_profile,
+    facts_from_probe,
+    include_candidates,
+    parse_assembly,
+    prepare,
+    program,
+    struct_lines,
+    symbol_lines,
+)
 from harness.abi.ioc import host_encoding
-from harness.abi.profile import catalogue, known_profiles, load_profile
-from harness.errors import GccMissing, HeaderCompileError, HeaderIncomplete, HeaderMissing
+from harness.abi.profile import DEFAULT_PROFILE, catalogue, load_profile
+from harness.errors import GccMissing, HeaderCompileError, HeaderIncomplete, HeaderMissing, HeaderUnreadable
 
-REQUIRED = ("KVM_CREATE_VM", "KVM_CHECK_EXTENSION")
 CACHE_DIR = Path.home() / ".cache" / "kvmconf" / "headers"
-
-_PRELUDE = """#include <stdio.h>
-#include <stddef.h>
-#include "{header}"
-#define SYM(x) printf("sym %s %llu\\n", #x, (unsigned long long)(x));
-#define SIZE(s) printf("size %s %zu\\n", #s, sizeof(struct s));
-#define FIELD(s, f) printf("field %s %s %zu %zu\\n", #s, #f, offsetof(struct s, f), sizeof(((struct s *)0)->f));
-int main(void) {{
-"""
+RECORD_SUFFIX = ".json"  # a probe record, as the host writes it for the guest
+RECORD_FORMAT = "kvmconf header probe 1"
 
 
-def _gcc(source: str, header: Path, workdir: Path, *, run: bool) -> subprocess.CompletedProcess[str]:
-    c_file = workdir / "probe.c"
-    c_file.write_text(source)
-    exe = workdir / "probe"
-    include_root = header.parent.parent if header.parent.name == "linux" else header.parent
-    args = ["gcc", f"-I{include_root}", "-o", str(exe), str(c_file)]
-    built = subprocess.run(args, capture_output=True, text=True)
-    if built.returncode != 0 or not run:
-        return built
-    return subprocess.run([str(exe)], capture_output=True, text=True, check=True)
+def read_header(header: Path) -> bytes:
+    """The header's bytes, or one line saying why they cannot be had."""
+    if not header.exists():
+        raise HeaderMissing(f"header {header}: no such file; give the kvm.h that `make headers_install` wrote")
+    if not header.is_file():
+        raise HeaderMissing(f"header {header}: not a regular file; give the path of a kvm.h")
+    try:
+        return header.read_bytes()
+    except OSError as e:
+        raise HeaderUnreadable(f"header {header}: cannot be read ({e.strerror}); check its permissions") from None
+
+
+def _includes(header: Path) -> list[Path]:
+    return [d for d in include_candidates(header.resolve()) if d.is_dir()]
 
 
 def _first_error(stderr: str) -> str:
@@ -53,73 +69,65 @@ def _first_error(stderr: str) -> str:
     return stderr.strip().splitlines()[0] if stderr.strip() else "gcc failed"
 
 
-def _program(header: Path, body: list[str]) -> str:
-    return _PRELUDE.format(header=header) + "\n".join(body) + "\nreturn 0;\n}\n"
+class _Gcc:
+    """gcc in a scratch folder holding the prepared header: compiles, never links."""
+
+    def __init__(self, work: Path, prepared: bytes, includes: list[Path]) -> None:
+        self.work = work
+        (work / "include" / INCLUDE_NAME).parent.mkdir(parents=True)
+        (work / "include" / INCLUDE_NAME).write_bytes(prepared)
+        self.flags = [*GCC_DEFINES, f"-I{work / 'include'}", *(f"-I{d}" for d in includes)]
+
+    def compiles(self, body: list[str]) -> tuple[bool, str]:
+        ok, err, _ = self._run(body, "-fsyntax-only")
+        return ok, err
+
+    def assembly(self, body: list[str]) -> tuple[bool, str, str]:
+        return self._run(body, "-S")
+
+    def _run(self, body: list[str], mode: str) -> tuple[bool, str, str]:
+        source = self.work / "probe.c"
+        source.write_text(program(body))
+        out = self.work / "probe.s"
+        done = subprocess.run(["gcc", mode, *self.flags, "-o", str(out), str(source)], capture_output=True,
+                              cwd=self.work, check=False)
+        err = done.stderr.decode(errors="replace")
+        asm = out.read_bytes().decode(errors="replace") if done.returncode == 0 and mode == "-S" else ""
+        return done.returncode == 0, err, asm
 
 
-def _struct_lines(name: str, fields: tuple[Field, ...]) -> list[str]:
-    return [f"SIZE({name})", *(f"FIELD({name}, {f.name})" for f in fields)]
-
-
-def probe(header: Path) -> dict[str, object]:
+def probe(header: Path) -> RawProbe:
     """Raw probe output: {"syms": {name: value}, "structs": {name: {"size", "fields"}}}."""
-    if not header.is_file():
-        raise HeaderMissing(f"--kvm-header {header}: no such file; give the kvm.h that `make headers_install` wrote")
+    text = read_header(header)
     if shutil.which("gcc") is None:
         raise GccMissing("gcc not found: the header probe compiles against the header; install it with `apt-get install gcc`")
-    header = header.resolve()
     cat = catalogue()
-    symbols = sorted({*cat.ioctls, *cat.caps, *cat.constants, *_model_cap_names()})
     with tempfile.TemporaryDirectory(prefix="kvmconf-probe-") as tmp:
-        work = Path(tmp)
-        bare = _gcc(_program(header, []), header, work, run=False)
-        if bare.returncode != 0:
-            raise HeaderCompileError(f"--kvm-header {header} does not compile: {_first_error(bare.stderr)}")
-        body = [f"#ifdef {s}\nSYM({s})\n#endif" for s in symbols]
-        structs_ok: list[str] = []
+        gcc = _Gcc(Path(tmp), prepare(text), _includes(header))
+        ok, err = gcc.compiles([])
+        if not ok:
+            raise HeaderCompileError(f"header {header} does not compile: {_first_error(err)}")
+        body = symbol_lines(asked_symbols())
         for sname, struct in cat.structs.items():
-            lines = _struct_lines(sname, struct.fields)
-            if _gcc(_program(header, lines), header, work, run=False).returncode == 0:
+            lines = struct_lines(sname, struct.fields)
+            if gcc.compiles(lines)[0]:
                 body += lines
-                structs_ok.append(sname)
-                continue
-            if _gcc(_program(header, [f"SIZE({sname})"]), header, work, run=False).returncode != 0:
-                continue  # the header has no such struct
-            body.append(f"SIZE({sname})")
-            for f in struct.fields:  # keep the fields this revision of the struct has
-                line = f"FIELD({sname}, {f.name})"
-                if _gcc(_program(header, [line]), header, work, run=False).returncode == 0:
-                    body.append(line)
-        out = _gcc(_program(header, body), header, work, run=True)
-    syms: dict[str, int] = {}
-    structs: dict[str, dict[str, object]] = {}
-    for line in out.stdout.splitlines():
-        kind, *rest = line.split()
-        if kind == "sym":
-            syms[rest[0]] = int(rest[1])
-        elif kind == "size":
-            structs.setdefault(rest[0], {"fields": []})["size"] = int(rest[1])
-        elif kind == "field":
-            fields = structs.setdefault(rest[0], {"fields": []})["fields"]
-            assert isinstance(fields, list)
-            fields.append([rest[1], int(rest[2]), int(rest[3])])
-    return {"syms": syms, "structs": structs}
+            elif gcc.compiles([f"SIZE({sname})"])[0]:  # keep the fields this revision of the struct has
+                body += [f"SIZE({sname})", *(line for line in lines[1:] if gcc.compiles([line])[0])]
+        ok, err, asm = gcc.assembly(body)
+        if not ok:
+            raise HeaderCompileError(f"header {header}: a value asked of it is not a constant: {_first_error(err)}")
+    return parse_assembly(asm)
 
 
-def _model_cap_names() -> set[str]:
-    return {c for p in known_profiles() for c in load_profile(p).model_caps}
-
-
-def cached_probe(header: Path) -> dict[str, object]:
+def cached_probe(header: Path) -> RawProbe:
     """`probe`, memoised on the header's bytes so xdist workers compile once per header."""
-    if not header.is_file():
-        return probe(header)
+    text = read_header(header)
     # the key covers what is asked too: a profile adding a symbol must not read an old probe
-    asked = "\n".join(sorted({*catalogue().ioctls, *catalogue().caps, *catalogue().constants, *_model_cap_names(),
-                               *(f"{s.name}.{f.name}" for s in catalogue().structs.values() for f in s.fields)}))
-    key = header.read_bytes() + str(header.resolve()).encode() + asked.encode() + _PRELUDE.encode()
-    digest = hashlib.sha256(key).hexdigest()[:24]
-    path = CACHE_DIR / f"{digest}.json"
+    asked = "\n".join([*asked_symbols(), *(f"{s.name}.{f.name}" for s in catalogue().structs.values() for f in s.fields)])
+    key = b"\0".join([text, str(header.resolve()).encode(), asked.encode(), program([]).encode(),
+                      *(str(d).encode() for d in _includes(header))])
+    path = CACHE_DIR / f"{hashlib.sha256(key).hexdigest()[:24]}.json"
     try:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
@@ -134,46 +142,49 @@ def cached_probe(header: Path) -> dict[str, object]:
         return result
 
 
+def write_record(header: Path, to: Path) -> Path:
+    """Probe `header` here and write what was found to `to`, for a process that cannot
+    see the header (the guest): the facts travel, not the path."""
+    to.write_text(json.dumps({"format": RECORD_FORMAT, "header": str(header.resolve()), **cached_probe(header)}))
+    return to
+
+
+def _probed(header: Path) -> tuple[str, RawProbe]:
+    """The header's label and probe: probed here, or read from a probe record."""
+    if header.suffix != RECORD_SUFFIX:
+        return f"header {header}", cached_probe(header)
+    try:
+        record = json.loads(read_header(header))
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise HeaderIncomplete(f"{header} is not a header probe record kvmconf wrote; give a kvm.h")
+    return f"header {record['header']}", {"syms": record["syms"], "structs": record["structs"]}
+
+
+def profile_for(header: Path) -> ProfileMatch:
+    """The profile the header matches (or the closest), for runs without --profile."""
+    return choose_profile(_probed(header)[1])
+
+
+def resolve_profile(given: str | None, header: str | None) -> tuple[str, str]:
+    """The run's profile and why: --profile when given, else the header's match, else
+    the default. An unknown --profile is named before gcc probes a header."""
+    if given is not None:
+        load_profile(given)
+        return given, f"{given} (--profile)"
+    if header is None:
+        return DEFAULT_PROFILE, f"{DEFAULT_PROFILE} (the default: no --profile and no header)"
+    match = profile_for(Path(header))
+    return match.profile, match.reason
+
+
 def facts_from_header(header: Path, profile: str) -> AbiFacts:
     """Facts with the header's numbers and layouts over the profile's semantics."""
-    raw = cached_probe(header)
-    syms: dict[str, int] = dict(raw["syms"])  # type: ignore[call-overload]
-    probed: dict[str, dict[str, object]] = dict(raw["structs"])  # type: ignore[call-overload]
+    label, raw = _probed(header)
+    syms = raw["syms"]
+    assert isinstance(syms, dict)
     missing = [s for s in REQUIRED if s not in syms]
     if missing:
-        raise HeaderIncomplete(f"--kvm-header {header} lacks {', '.join(missing)}: is it the uapi linux/kvm.h?")
-    base = load_profile(profile)
-    cat = catalogue()
-    why = f"not defined in header {header}"
-    structs: dict[str, Struct] = {}
-    for sname, info in probed.items():
-        known = base.structs.get(sname) or cat.structs[sname]
-        fields = []
-        for fname, offset, size in info["fields"]:  # type: ignore[attr-defined]
-            k = known.field(fname)
-            fields.append(Field(fname, k.type, offset, size // k.elem_size, k.role) if size % k.elem_size == 0
-                          else Field(fname, TYPE_BY_SIZE.get(size, "u8"), offset, 1 if size in TYPE_BY_SIZE else size, k.role))
-        structs[sname] = Struct(sname, int(info["size"]), tuple(fields))  # type: ignore[call-overload]
-    ioctls: dict[str, Ioctl] = {}
-    for iname, known_io in cat.ioctls.items():
-        if iname not in syms:
-            continue
-        # the number is the header's; the direction and struct stay the spec's, so the
-        # sizing checks compare the header's encoding against them
-        ioctls[iname] = replace(base.ioctls.get(iname, known_io), number=syms[iname])
-    caps = {c: syms[c] for c in {*cat.caps, *_model_cap_names()} if c in syms}
-    constants = {c: syms[c] for c in cat.constants if c in syms}
-    absent = {s: f"{s} is {why}" for s in [*cat.ioctls, *cat.caps, *cat.constants, *cat.structs]
-              if s not in ioctls and s not in caps and s not in constants and s not in structs}
-    return AbiFacts(
-        source=f"header {header} (semantics: profile {profile})",
-        profile=profile,
-        encoding=host_encoding(),
-        structs=structs,
-        ioctls=ioctls,
-        caps=caps,
-        constants=constants,
-        cap_mirrors={k: v for k, v in base.cap_mirrors.items() if k in caps and v in caps},
-        model_caps={},
-        absent=absent,
-    )
+        raise HeaderIncomplete(f"{label} lacks {', '.join(missing)}: is it the uapi linux/kvm.h?")
+    return facts_from_probe(raw, label, profile, host_encoding())
