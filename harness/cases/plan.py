@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from harness.abi.facts import AbiFacts, Ioctl
 from harness.abi.fdkind import SYSTEM_LABEL, FdKind, vm_label
 from harness.cases.captable import CapTable
-from harness.rules import KernelData
+from harness.rules import HostLimits, KernelData
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Plan:
     page: int
     model: bool = False  # the model backend answers (it knows the profiles' model-only caps)
     kernel_data: KernelData = field(default_factory=KernelData)
+    host: HostLimits = field(default_factory=HostLimits)
 
     @property
     def vm_types(self) -> tuple[int, ...]:

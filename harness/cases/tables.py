@@ -17,7 +17,7 @@ from harness.abi.linux import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, U32, U6
 from harness.cases.case import Case
 from harness.cases.plan import Plan
 from harness.cases.values import page_residues, reserved_values, wrap_points
-from harness.rules import USER_MEM_SLOTS
+from harness.rules import MEM_MAX_NR_PAGES, USER_MEM_SLOTS
 from harness.surfaces import registry
 
 SYSTEM, VM, GMEM = FdKind.SYSTEM, FdKind.VM, FdKind.GUEST_MEMFD
@@ -157,7 +157,29 @@ def memslot_ranges(t: Plan) -> list[Case]:
         bound += [(("guest_memfd_offset", w),) for w in wrap_points(page)]
         bound += [(("guest_memfd_offset", w), ("memory_size", w)) for w in wrap_points(page)]
         cases += [Case("alignment", name, VM, vt, v, knobs=(("binding", "ok"),)) for v in bound]
+        cases += memslot_bounds(t, vt)
     return cases
+
+
+def memslot_bounds(t: Plan, vt: int) -> list[Case]:
+    """The edges of a slot that the residues never reach: exactly at the user-space and
+    guest-physical limits (the host's, set by the surface from the `at` knob), exactly
+    KVM_MEM_MAX_NR_PAGES pages, a slot over another's guest page, and a slot that
+    already exists: set again as it is, moved, resized, its flags changed, deleted."""
+    name, page = "KVM_SET_USER_MEMORY_REGION2", t.page
+    log, ro = t.facts.constants.get("KVM_MEM_LOG_DIRTY_PAGES", 1), t.facts.constants.get("KVM_MEM_READONLY", 2)
+    rows: list[tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int | str], ...]]] = [
+        ((), (("at", "user-end"),)), ((), (("at", "user-past"),)), ((), (("at", "gpa-end"),)), ((), (("at", "gpa-past"),)),
+        ((("userspace_addr", page), ("memory_size", MEM_MAX_NR_PAGES * page)), ()),
+        ((("userspace_addr", page), ("memory_size", (MEM_MAX_NR_PAGES + 1) * page)), ()),
+        ((), (("neighbour", 1),)), ((("guest_phys_addr", page),), (("neighbour", 1),)),
+        ((("guest_phys_addr", page), ("slot", 1 << 16)), (("neighbour", 1),)),
+        ((), (("existing", "plain"),)), ((("guest_phys_addr", page),), (("existing", "plain"),)),
+        ((("memory_size", 2 * page),), (("existing", "plain"),)), ((("flags", log),), (("existing", "plain"),)),
+        ((("flags", ro),), (("existing", "plain"),)), ((("userspace_addr", 0),), (("existing", "plain"),)),
+        ((("memory_size", 0),), (("existing", "plain"),)),
+    ]
+    return [Case("alignment", name, VM, vt, v, knobs=k) for v, k in rows]
 
 
 # -- ioctl sizing ------------------------------------------------------------------
@@ -261,10 +283,27 @@ def bindings(t: Plan) -> list[Case]:
     name = "KVM_SET_USER_MEMORY_REGION2"
     cases = []
     for vt in vm_types(t):
-        for binding in ("ok", "closed", "not-gmem", "other-vm"):
+        for binding in ("ok", "closed", "not-gmem", "other-vm", "invalid"):
             cases.append(Case("guest_memfd", name, VM, vt, knobs=(("binding", binding),)))
         cases.append(Case("guest_memfd", name, VM, vt, knobs=(("binding", "ok"), ("bound", 1))))
+        cases += [Case("guest_memfd", name, VM, vt, v, knobs=(("binding", "ok"), *k)) for v, k in _binding_rows(t)]
     return cases
+
+
+def _binding_rows(t: Plan) -> list[tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int | str], ...]]]:
+    """A binding that ends at the file's end from a non-zero offset, the whole file, with
+    userspace_addr 0; a range overlapping only the front or back half of a bound one, and
+    one beside it; a guest_memfd slot that exists: set again, changed, deleted with
+    guest_memfd -1."""
+    page = t.page
+    return [
+        ((("guest_memfd_offset", 3 * page),), ()), ((("memory_size", 4 * page),), ()), ((("userspace_addr", 0),), ()),
+        ((("guest_memfd_offset", page), ("memory_size", 2 * page)), (("bound", "front"),)),
+        ((("guest_memfd_offset", page), ("memory_size", 2 * page)), (("bound", "back"),)),
+        ((("guest_memfd_offset", 2 * page), ("memory_size", 2 * page)), (("bound", "front"),)),
+        ((), (("existing", "gmem"),)), ((("flags", 0),), (("existing", "gmem"),)),
+        ((("memory_size", 0), ("guest_memfd", U32)), (("existing", "gmem"),)),
+    ]
 
 
 # -- cap semantics -------------------------------------------------------------------

@@ -11,8 +11,9 @@ def reserved_values(bits: int) -> tuple[int, int, int]:
 
 
 def page_residues(page: int = PAGE_SIZE) -> tuple[int, ...]:
-    """Unaligned residues that matter: 1, page−1 and one between."""
-    return (1, page // 2 + 8, page - 1)
+    """Unaligned residues: every power of two below the page (a check against 512-byte
+    sectors or half a page misses one of them), one between and page − 1."""
+    return (*(1 << b for b in range(page.bit_length() - 1)), page // 2 + 8, page - 1)
 
 
 def wrap_points(page: int = PAGE_SIZE) -> tuple[int, ...]:

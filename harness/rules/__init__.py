@@ -28,6 +28,7 @@ from harness.abi.linux import (
     MAP_SHARED,
     MAP_SHARED_VALIDATE,
     MAP_TYPE,
+    PAGE_SIZE,
     PROT_EXEC,
     S64_MAX,
     U64,
@@ -154,9 +155,20 @@ def create_vm(vm_type: int, vm_types: int) -> Expect:
     return Expect(0, rule, "an advertised type → a new VM fd")
 
 
-MAX_GPA_BITS = 52  # no x86 guest addresses more; kvm_mmu_max_gfn() is at most this
+MAX_GPA_BITS = 52  # kvm_mmu_max_gfn() without TDP; with TDP the host's MAXPHYADDR (HostLimits)
 USER_VA_BITS = 47  # x86-64 user space with 4-level paging: TASK_SIZE_MAX = 2^47 - page
 USER_MEM_SLOTS = 32764  # x86 KVM_USER_MEM_SLOTS: KVM_MEM_SLOTS_NUM (32767) - 3 private slots
+MEM_MAX_NR_PAGES = (1 << 31) - 1  # KVM_MEM_MAX_NR_PAGES: dirty bitmaps are indexed by an unsigned int
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    """Bounds a memslot rule takes from the host, never from a constant: TASK_SIZE_MAX
+    (2^56 - page with 5-level paging, 2^47 - page without) and the guest-physical width
+    kvm_mmu_max_gfn() allows (MAXPHYADDR when TDP is on, 52 bits otherwise)."""
+
+    user_limit: int = (1 << USER_VA_BITS) - PAGE_SIZE
+    gpa_bits: int = MAX_GPA_BITS
 
 
 @dataclass(frozen=True)
@@ -168,21 +180,28 @@ class MemslotInput:
     page: int
     flag_bits: Mapping[str, int]  # KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEM_GUEST_MEMFD
     has_guest_memfd: bool = True
-    guest_memfd: str = "ok"  # "ok", "closed", "not-gmem", "other-vm"
+    guest_memfd: str = "ok"  # "ok", "closed", "invalid" (u32 ~0), "not-gmem", "other-vm"
     file_size: int = 0
-    range_bound: bool = False
+    range_bound: bool = False  # another slot binds part of [guest_memfd_offset, + memory_size)
     kernel: KernelData = field(default_factory=KernelData)
     address_spaces: int = 1  # KVM_CAP_MULTI_ADDRESS_SPACE on this VM (0 answers mean 1)
+    slots: int = USER_MEM_SLOTS  # KVM_CAP_NR_MEMSLOTS on this VM
+    host: HostLimits = field(default_factory=HostLimits)
+    readonly_mem: bool = True  # kvm_arch_has_readonly_mem(): no protected state (not SEV-ES, SNP, TDX)
+    existing: Mapping[str, int] | None = None  # the slot of that id already there, as it was set
+    overlaps: bool = False  # another slot of the address space covers part of the guest range
 
     def get(self, name: str) -> int:
         return self.values.get(name, 0) & U64
 
     def valid_flags(self, flags: int) -> int:
-        """check_memory_region_flags(): LOG_DIRTY_PAGES and READONLY, or GUEST_MEMFD alone."""
+        """check_memory_region_flags(): LOG_DIRTY_PAGES, READONLY where the VM has read-only
+        memory, or GUEST_MEMFD alone."""
         gmem = self.flag_bits["KVM_MEM_GUEST_MEMFD"] if self.has_guest_memfd else 0
         if flags & gmem:
             return gmem
-        return self.flag_bits["KVM_MEM_LOG_DIRTY_PAGES"] | self.flag_bits["KVM_MEM_READONLY"] | gmem
+        readonly = self.flag_bits["KVM_MEM_READONLY"] if self.readonly_mem else 0
+        return self.flag_bits["KVM_MEM_LOG_DIRTY_PAGES"] | readonly | gmem
 
 
 def set_user_memory_region2(m: MemslotInput) -> Expect:
@@ -193,7 +212,9 @@ def set_user_memory_region2(m: MemslotInput) -> Expect:
     guest_memfd, or one of another VM → EINVAL; guest_memfd_offset not page aligned, or
     offset + memory_size past the file's end → EINVAL; a file range already bound → EEXIST
     on 7.3, EINVAL on 6.18"; by the hygiene rules pad1 and pad2 must be zero; the slot id
-    below KVM_USER_MEM_SLOTS in an address space the VM has. Order as in
+    below KVM_CAP_NR_MEMSLOTS in an address space the VM has; a slot that exists is only
+    moved or has its dirty logging changed (same userspace_addr and size, READONLY kept;
+    a guest_memfd slot only deleted), the same values again → 0. Order as in
     kvm_set_memory_region() and kvm_gmem_prepare_memory_region()."""
     rule = "KVM_SET_USER_MEMORY_REGION2 rules"
     flags = m.get("flags")
@@ -203,32 +224,45 @@ def set_user_memory_region2(m: MemslotInput) -> Expect:
     if label is not None:
         return Expect(errno.EINVAL, rule, f"{label} ≠ 0 → EINVAL (padding must be zero)")
     slot = m.get("slot")
-    if slot & 0xFFFF >= USER_MEM_SLOTS or slot >> 16 >= max(m.address_spaces, 1):
-        return Expect(errno.EINVAL, rule, "slot id ≥ KVM_USER_MEM_SLOTS, or slot >> 16 ≥ KVM_CAP_MULTI_ADDRESS_SPACE → EINVAL")
+    if slot & 0xFFFF >= m.slots or slot >> 16 >= max(m.address_spaces, 1):
+        return Expect(errno.EINVAL, rule, "slot id ≥ KVM_CAP_NR_MEMSLOTS, or slot >> 16 ≥ KVM_CAP_MULTI_ADDRESS_SPACE → EINVAL")
     if flags & ~m.valid_flags(flags):
         return Expect(errno.EINVAL, rule, "flags outside the valid memslot flags (GUEST_MEMFD only alone) → EINVAL")
     if not aligned(size, m.page):
         return Expect(errno.EINVAL, rule, "memory_size not page aligned → EINVAL")
     if not aligned(gpa, m.page):
         return Expect(errno.EINVAL, rule, "guest_phys_addr not page aligned → EINVAL")
-    if not aligned(uaddr, m.page) or wraps(uaddr, size) or uaddr + size > (1 << USER_VA_BITS) - m.page:
+    if not aligned(uaddr, m.page) or wraps(uaddr, size) or uaddr + size > m.host.user_limit:
         return Expect(errno.EINVAL, rule, "userspace_addr not page aligned or range not in user space → EINVAL")
     if gmem and (not aligned(off, m.page) or wraps(off, size)):
         return Expect(errno.EINVAL, rule, "guest_memfd_offset not page aligned, or offset + size wraps → EINVAL")
     if wraps(gpa, size):
         return Expect(errno.EINVAL, rule, "guest_phys_addr + memory_size wraps → EINVAL")
-    if size // m.page > (1 << 31) - 1:
+    if size // m.page > MEM_MAX_NR_PAGES:
         return Expect(errno.EINVAL, rule, "more than KVM_MEM_MAX_NR_PAGES pages → EINVAL")
     if size == 0:
-        return Expect(errno.EINVAL, rule, "memory_size 0 deletes a slot; with no slot there → EINVAL")
+        if m.existing is None:
+            return Expect(errno.EINVAL, rule, "memory_size 0 deletes a slot; with no slot there → EINVAL")
+        return Expect(0, rule, "memory_size 0 deletes the slot → 0")
+    if m.existing is not None:
+        old = m.existing
+        if gmem:
+            return Expect(errno.EINVAL, rule, "a slot that exists with KVM_MEM_GUEST_MEMFD: guest_memfd slots are immutable → EINVAL")
+        readonly = m.flag_bits["KVM_MEM_READONLY"] | m.flag_bits["KVM_MEM_GUEST_MEMFD"]
+        if uaddr != old.get("userspace_addr", 0) or size != old.get("memory_size", 0) or (flags ^ old.get("flags", 0)) & readonly:
+            return Expect(errno.EINVAL, rule, "changing an existing slot's userspace_addr, size, READONLY or GUEST_MEMFD → EINVAL")
+        if gpa == old.get("guest_phys_addr", 0) and flags == old.get("flags", 0):
+            return Expect(0, rule, "an existing slot set again as it is → 0 (nothing to change)")
+    if m.overlaps:
+        return Expect(errno.EEXIST, rule, "guest range overlapping another slot → EEXIST")
     if gmem:
-        if m.guest_memfd == "closed":
+        if m.guest_memfd in ("closed", "invalid"):
             return Expect(errno.EBADF, rule, "guest_memfd not an open fd → EBADF")
         if m.guest_memfd in ("not-gmem", "other-vm"):
             return Expect(errno.EINVAL, rule, "an fd that is not a guest_memfd of this VM → EINVAL")
         if off + size > m.file_size:
             return Expect(errno.EINVAL, rule, "guest_memfd_offset + memory_size past the file's end → EINVAL")
-    if gpa + size > (1 << MAX_GPA_BITS):
+    if gpa + size > (1 << m.host.gpa_bits):
         return Expect(errno.EINVAL, rule, "guest_phys_addr + memory_size beyond the guest's physical address width → EINVAL")
     if gmem and m.range_bound:
         return Expect(m.kernel.range_bound_errno, rule, "file range already bound to another slot → per-kernel errno")

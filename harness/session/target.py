@@ -25,7 +25,8 @@ from harness.host.backend import Backend
 from harness.host.caps import probe_caps
 from harness.host.fds import Kvm, Vm
 from harness.host.header import facts_from_header
-from harness.rules import KernelData
+from harness.host.limits import host_limits
+from harness.rules import HostLimits, KernelData
 from harness.surfaces.base import Need
 
 
@@ -152,5 +153,6 @@ def make_target(backend: Backend, facts: AbiFacts, device: str, how: str, kernel
             caps = probe_caps(kvm, model=backend.is_model)
         finally:
             kvm.close()
-    plan = Plan(facts, catalogue(facts.encoding), caps, PAGE_SIZE, backend.is_model, kernel_data or KernelData())
+    plan = Plan(facts, catalogue(facts.encoding), caps, PAGE_SIZE, backend.is_model, kernel_data or KernelData(),
+                HostLimits() if backend.is_model else host_limits())
     return Target(backend, plan, device, kernel, how)

@@ -39,8 +39,11 @@ class CaseEnv:
 
     gmem_size: int | None = None  # the case's guest_memfd, when it has one
     uaddr: int = 0  # user memory for a memslot
-    bind_fd: int = -1  # the fd a binding case passes as `guest_memfd`
+    bind_fd: int = -1  # the fd a case passes as `guest_memfd`: one the case owns, always
     bind_size: int = 0
+    existing: dict[str, int] | None = None  # a slot of the case's id set before the call
+    overlaps: bool = False  # another slot covers part of the case's guest range
+    bound: tuple[int, int] | None = None  # the file range [start, end) another slot binds
 
 
 class Port(Protocol):
@@ -88,6 +91,10 @@ class Surface:
     def requirements(self, case: Case) -> tuple[Need, ...]:
         """Requirements beyond the ioctl's own cap, for this case."""
         return self.needs
+
+    def prepare(self, ctx: Ctx, port: Port) -> None:
+        """State the case needs before its call (other slots, say), made through `port`
+        and recorded in `ctx.env`; a failure raises, as the case cannot be judged."""
 
     def why_not(self, ctx: Ctx) -> str | None:
         """Why this case cannot be judged here (a cap its rule reads has no value), or None."""

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from harness.abi.fdkind import FdKind
 from harness.cases.case import Case, hexv
-from harness.rules import Expect, MemslotInput, set_user_memory_region2
+from harness.cases.plan import Plan
+from harness.rules import MEM_MAX_NR_PAGES, USER_MEM_SLOTS, Expect, MemslotInput, set_user_memory_region2
 from harness.surfaces.base import Ctx, Need, Port, Surface
 
 FLAG_NAMES = ("KVM_MEM_LOG_DIRTY_PAGES", "KVM_MEM_READONLY", "KVM_MEM_GUEST_MEMFD")
@@ -16,27 +17,54 @@ NEEDS_GMEM = (Need(ioctl="KVM_CREATE_GUEST_MEMFD", fd=FdKind.VM),)
 # the bound fd a property case draws: a valid binding half the time
 BINDINGS = tuple((("binding", kind),) for kind in ("ok", "ok", "ok", "closed", "not-gmem", "other-vm"))
 HUGE = 1 << 30
-MAX_MEMSLOT = 1 << 43  # larger memslots are refused before anything is allocated
 
 
 @dataclass(frozen=True)
 class Memslot2(Surface):
     def heavy(self, values: Mapping[str, int], page: int) -> bool:
-        return HUGE < values.get("memory_size", page) <= MAX_MEMSLOT
+        return HUGE < values.get("memory_size", page) <= MEM_MAX_NR_PAGES * page
 
     def requirements(self, case: Case) -> tuple[Need, ...]:
         return NEEDS_GMEM if case.knob("binding") is not None else ()
 
     def baseline(self, ctx: Ctx) -> dict[str, int]:
         values = {"slot": 0, "flags": 0, "guest_phys_addr": 0, "memory_size": ctx.plan.page,
-                  "userspace_addr": ctx.env.uaddr, "guest_memfd_offset": 0, "guest_memfd": 0}
+                  "userspace_addr": ctx.env.uaddr, "guest_memfd_offset": 0, "guest_memfd": ctx.env.bind_fd}
         if ctx.case.knob("binding") is not None:
             values["flags"] = ctx.plan.facts.const("KVM_MEM_GUEST_MEMFD")
-            values["guest_memfd"] = ctx.env.bind_fd
+        at, page, host = ctx.case.knob("at"), ctx.plan.page, ctx.plan.host
+        if at in ("user-end", "user-past"):
+            values["userspace_addr"] = host.user_limit - (page if at == "user-end" else 0)
+        elif at in ("gpa-end", "gpa-past"):
+            values["guest_phys_addr"] = (1 << host.gpa_bits) - (page if at == "gpa-end" else 0)
         return values
+
+    def prepare(self, ctx: Ctx, port: Port) -> None:
+        """The slots a case finds: its own slot already set (`existing`), a slot beside it
+        (`neighbour`: slot 1 over the same guest page), or a binding of part of the file."""
+        page, gmem_flag = ctx.plan.page, ctx.plan.facts.const("KVM_MEM_GUEST_MEMFD")
+        plain = {"slot": 0, "flags": 0, "guest_phys_addr": 0, "memory_size": page, "userspace_addr": ctx.env.uaddr}
+        existing = ctx.case.knob("existing")
+        if existing == "plain":
+            ctx.env.existing = _set(port, self.name, plain)
+        elif existing == "gmem":
+            ctx.env.existing = _set(port, self.name, {**plain, "flags": gmem_flag, "guest_memfd": ctx.env.bind_fd})
+        if ctx.case.knob("neighbour") is not None:
+            _set(port, self.name, {**plain, "slot": 1})
+            ctx.env.overlaps = True
+        bound = ctx.case.knob("bound")
+        if bound is not None:
+            start, end = {"front": (0, 2 * page), "back": (2 * page, 4 * page)}.get(str(bound), (0, ctx.env.bind_size))
+            _set(port, self.name, {"slot": 1, "flags": gmem_flag, "guest_phys_addr": 1 << 32, "memory_size": end - start,
+                                    "userspace_addr": 0, "guest_memfd_offset": start, "guest_memfd": ctx.env.bind_fd})
+            ctx.env.bound = (start, end)
 
     def expect(self, ctx: Ctx, values: Mapping[str, int]) -> Expect:
         vt = ctx.case.vm_type
+        off, size = values.get("guest_memfd_offset", 0), values.get("memory_size", 0)
+        bound = ctx.env.bound
+        gpa, end = values.get("guest_phys_addr", 0), values.get("guest_phys_addr", 0) + size
+        overlaps = ctx.env.overlaps and values.get("slot", 0) >> 16 == 0 and gpa < ctx.plan.page and end > 0
         return set_user_memory_region2(
             MemslotInput(
                 values=values,
@@ -44,20 +72,40 @@ class Memslot2(Surface):
                 page=ctx.plan.page,
                 flag_bits={n: ctx.plan.facts.const(n) for n in FLAG_NAMES},
                 has_guest_memfd=bool(ctx.plan.caps.at("KVM_CAP_GUEST_MEMFD", vt)),
-                guest_memfd=str(ctx.case.knob("binding", "ok")),
+                guest_memfd=str(ctx.case.knob("binding", "not-gmem")),
                 file_size=ctx.env.bind_size,
-                range_bound=ctx.case.knob("bound") is not None,
+                range_bound=bound is not None and off < bound[1] and bound[0] < off + size,
                 kernel=ctx.plan.kernel_data,
                 address_spaces=ctx.plan.caps.at("KVM_CAP_MULTI_ADDRESS_SPACE", vt) or 1,
+                slots=ctx.plan.caps.at("KVM_CAP_NR_MEMSLOTS", vt) or USER_MEM_SLOTS,
+                host=ctx.plan.host,
+                readonly_mem=vt not in protected_state_types(ctx.plan),
+                existing=ctx.env.existing,
+                overlaps=overlaps,
             )
         )
 
     def leftover(self, ctx: Ctx, port: Port, values: Mapping[str, int]) -> str | None:
-        """A rejected call creates no slot: deleting its slot (memory_size 0) must find none
-        (EINVAL); success means the slot was there."""
+        """A rejected call creates no slot and removes none: deleting its slot (memory_size
+        0) must find none (EINVAL), or find the slot the case set before the call."""
         slot = values.get("slot", 0)
         r = port.vm_call(self.name, {"slot": slot})
+        if ctx.env.existing is not None and ctx.env.existing.get("slot", 0) == slot:
+            return None if r == 0 else f"slot {hexv(slot)}, set before the rejected call, is gone (deleting it returned {r})"
         return None if r < 0 else f"slot {hexv(slot)} exists after the rejected call (deleting it returned {r})"
+
+
+def _set(port: Port, name: str, values: Mapping[str, int]) -> dict[str, int]:
+    r = port.vm_call(name, values)
+    if r != 0:
+        raise RuntimeError(f"setting up slot {values.get('slot', 0)} for the case: {name} returned {r}")
+    return dict(values)
+
+
+def protected_state_types(plan: Plan) -> frozenset[int]:
+    """VM types with protected state (sev_vm_init, tdx_vm_init): no read-only memory."""
+    names = ("KVM_X86_SEV_ES_VM", "KVM_X86_SNP_VM", "KVM_X86_TDX_VM")
+    return frozenset(plan.facts.constants[n] for n in names if n in plan.facts.constants)
 
 
 SURFACES = (
