@@ -55,3 +55,7 @@ class ProfileUnknown(KvmconfError):
 
 class ReportsNotWritable(KvmconfError):
     exit_code = 60
+
+
+class CompareInputError(KvmconfError):
+    exit_code = 70

@@ -16,8 +16,7 @@ from harness.report import kcidb, ktap
 from harness.report.compare import NEW_FAILURE, classify
 from harness.report.lava import commands
 from harness.report.model import (
-    CALLS_PROPERTY,
-    CASE_PROPERTY,
+    REPORT_KEY,
     Call,
     CapRow,
     CaseResult,
@@ -41,12 +40,11 @@ FAILED: dict[str, Any] = {
 
 def phase(when: str, outcome: str, longrepr: Any = None, nodeid: str = NODE, **extra: Any) -> dict[str, Any]:
     """A serialized report; NODE's carry what the worker attaches, others nothing."""
-    meta = json.dumps({"area": "reserved", "case": "KVM_CREATE_GUEST_MEMFD/vm0/reserved[0]=1"})
-    props = [[CASE_PROPERTY, meta]] if nodeid == NODE else []
+    attached: dict[str, Any] = {"area": "reserved", "case": "KVM_CREATE_GUEST_MEMFD/vm0/reserved[0]=1"} if nodeid == NODE else {}
     if nodeid == NODE and when != "setup" and outcome != "passed":
-        props.append([CALLS_PROPERTY, json.dumps([CALL.to_json()])])
+        attached["calls"] = [CALL.to_json()]
     return {"$report_type": "TestReport", "nodeid": nodeid, "when": when, "outcome": outcome, "longrepr": longrepr,
-            "duration": 0.25, "user_properties": props, **extra}
+            "duration": 0.25, "user_properties": [], REPORT_KEY: attached, **extra}
 
 
 def one(*reports: dict[str, Any]) -> tuple[CaseResult, ...]:

@@ -9,9 +9,11 @@ nothing is raised on the fast path, and errno is exact.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 from typing import Any, Protocol
+
+from harness.abi.errnos import describe as describe  # re-exported: the harness names answers through the backend
+from harness.abi.errnos import errno_name as errno_name
 
 
 class Backend(Protocol):
@@ -149,13 +151,3 @@ class KernelBackend:
 
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
         return _ret(_fallocate(fd, mode, offset, length))
-
-
-def errno_name(code: int) -> str:
-    """EINVAL for 22 (or -22); the number itself only when the name is unknown."""
-    return errno.errorcode.get(abs(code), f"errno {abs(code)}")
-
-
-def describe(result: int) -> str:
-    """A raw call's result for people: "EINVAL" or "0 (success)"."""
-    return errno_name(result) if result < 0 else f"{result} (success)"
