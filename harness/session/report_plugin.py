@@ -72,8 +72,9 @@ def pytest_configure(config: pytest.Config) -> None:
     option.self_contained_html = True
     option.css = [*(option.css or []), str(html.CSS)]
     option.xmlpath = str(partial_name(path / JUNIT))
-    if option.tbstyle == "auto":  # the console summary explains each failure in a few lines
+    if option.tbstyle == "auto":  # the console summary explains each failure in a few lines, grouped by clause
         option.tbstyle = "no"
+        option.reportchars = option.reportchars.replace("f", "").replace("E", "") or "N"
     option.report_log = str(partial_name(path / JSONL))
     reporter = Reporter(config, path)
     config.pluginmanager.register(reporter, PLUGIN_NAME)
@@ -229,7 +230,8 @@ class Reporter:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Lines that name the temporary folder (pytest-html's and JUnit's "generated
+        """What is tested, how, against which rules and findings, before any case runs.
+        Lines that name the temporary folder (pytest-html's and JUnit's "generated
         ... file") are dropped: `kvmconf run` prints the published folder last."""
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is None:
@@ -242,10 +244,8 @@ class Reporter:
                 write_sep(sep, title, fullwidth, **markup)
 
         terminal.write_sep = filtered
-
-    def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        """What is tested, how, against which rules and findings: before any case runs."""
-        return run_header(target_of(config), config.stash.get(EXPECT_KEY, None))
+        for line in run_header(target_of(self.config), self.config.stash.get(EXPECT_KEY, None)):
+            terminal.write_line(line)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.model is not None:
