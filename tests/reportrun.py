@@ -6,7 +6,9 @@ The *failing* run also gets an expectations file saying that binding an already-
 guest_memfd range answers ENOSPC, which no kernel does, so that case fails with a rule,
 an input, an expected and an actual answer; it runs under xdist (`-n 2`), so the model
 has to travel from the workers. The *base* run uses the repository's expectations for
-this kernel and one process.
+this kernel and one process. The *full* run is every case, as `kvmconf run` makes it
+(the page a reviewer gets); the *model* run is the subset against the model backend,
+in one process: machine-independent, so its files are compared with golden files.
 """
 
 from __future__ import annotations
@@ -51,12 +53,19 @@ class Run:
 _runs: dict[str, Run] = {}
 
 
-def report_run(kind: Literal["base", "failing"], base: Path) -> Run:
+Kind = Literal["base", "failing", "full", "model"]
+
+
+def report_run(kind: Kind, base: Path) -> Run:
     """The run of that kind, made on first use under `base` (the session's temp dir)."""
     if kind not in _runs:
         reports = base / f"reports-{kind}"
-        args = ["run", "--reports", str(reports), "-k", SUBSET]
-        if kind == "failing":
+        args = ["run", "--reports", str(reports)] + ([] if kind == "full" else ["-k", SUBSET])
+        if kind == "full":
+            args += ["-n", "2"]
+        elif kind == "model":
+            args += ["--backend", "model", "-n", "0"]
+        elif kind == "failing":
             expectations = base / "forced-failure.toml"
             expectations.write_text(FORCED_FAILURE)
             args += ["--expectations", str(expectations), "-n", "2"]
