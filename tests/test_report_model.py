@@ -179,3 +179,21 @@ def test_write_atomic_leaves_only_the_whole_file(tmp_path: Path) -> None:
     write_atomic(target, "KTAP version 1\n")
     assert target.read_text() == "KTAP version 1\n" and not partial_name(target).exists()
     assert partial_name(target).name == ".results.ktap.partial"
+
+
+FORBIDDEN = ("harness.session", "harness.host", "harness.model", "harness.qemu", "harness.cli", "ctypes", "pytest", "subprocess")
+
+
+def test_report_imports_no_io() -> None:
+    """harness/report/ is pure: saved results render anywhere, and a reader of it meets no I/O."""
+    import ast
+
+    from harness.paths import ROOT
+
+    found = []
+    for path in sorted((ROOT / "harness" / "report").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if any(n == f or n.startswith(f + ".") for f in FORBIDDEN)]
+    assert found == []

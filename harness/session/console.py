@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.cases.expectations import Expectations
+from harness.paths import shown_path
 from harness.report.model import COLUMNS, LABELS, CaseResult, RunModel, by_area, by_clause, count
 from harness.session.target import Target
 
@@ -29,7 +30,7 @@ def run_header(target: Target, expectations: Expectations | None) -> list[str]:
     return [
         f"kvmconf: kernel {target.kernel} ({target.how}), backend {target.backend.name}",
         f"kvmconf: ABI from {facts.source}, rules of profile {facts.profile}",
-        f"kvmconf: known findings from {path or 'none'}",
+        f"kvmconf: known findings from {shown_path(str(path)) if path else 'none'}",
     ]
 
 

@@ -27,7 +27,7 @@ from _pytest.junitxml import xml_key
 
 from harness.abi.errnos import errno_name
 from harness.host.files import partial_name, publish, write_atomic
-from harness.paths import ROOT
+from harness.paths import shown_path
 from harness.report import html, kcidb, ktap
 from harness.report.model import (
     REPORT_KEY,
@@ -250,16 +250,6 @@ class Reporter:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.model is not None:
             print_summary(terminalreporter, self.model)
-
-
-def shown_path(path: str) -> str:
-    """A file of the project as the project names it (expectations/6.18-kvm_pvm.toml),
-    any other by its own name: no host's folders in a report."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(ROOT))
-    except ValueError:
-        return p.name
 
 
 def profile_reason(config: pytest.Config, target: Target) -> str:
