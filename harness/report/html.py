@@ -23,7 +23,7 @@ from harness.report.model import (
 )
 
 CSS = Path(__file__).with_name("report.css")
-SHOWN_PER_CLAUSE = 3  # failure cards per clause before the rest fold away
+SHOWN_PER_CLAUSE = 1  # failure cards per clause before the rest fold away
 # pytest-html's own table: failures only and folded, until the reader ticks a box
 # (its documented URL parameters `visible` and `collapsed`); its labels in ours.
 TABLE_SCRIPT = """<script>
