@@ -26,6 +26,7 @@ import pytest
 from _pytest.junitxml import xml_key
 
 from harness.abi.errnos import errno_name
+from harness.abi.profile import DEFAULT_PROFILE
 from harness.host.files import partial_name, publish, write_atomic
 from harness.paths import shown_path
 from harness.report import html, kcidb, ktap
@@ -252,11 +253,13 @@ class Reporter:
             print_summary(terminalreporter, self.model)
 
 
-def profile_reason(config: pytest.Config, target: Target) -> str:
-    """Why the run's rules are this profile's."""
+def profile_reason(config: pytest.Config) -> str:
+    """Why the run's rules are this profile's (a profile chosen from a header will say so here)."""
     if config.getoption("kvm_header"):
-        return f"numbers and layouts from the kernel's header; its semantics taken from profile {target.facts.profile}"
-    return f"profile {target.facts.profile}, as --profile gave it (default: released)"
+        return "numbers and layouts from the kernel's header, semantics from this profile"
+    if config.getoption("profile") == DEFAULT_PROFILE:
+        return "the default profile: the released uAPI"
+    return "chosen with --profile"
 
 
 def run_info(config: pytest.Config, target: Target, *, run_id: str, started: float, exitstatus: int,
@@ -282,7 +285,7 @@ def run_info(config: pytest.Config, target: Target, *, run_id: str, started: flo
         expectations=shown_path(str(path)) if path else "none",
         ioctls=ioctls, structs=tuple(sorted((s.name, s.size) for s in facts.structs.values())),
         vm_types=tuple(caps.vm_types), caps=rows, vm_errors=tuple(sorted(caps.vm_errors.items())),
-        exitstatus=exitstatus, not_run=tuple(not_run), profile_reason=profile_reason(config, target), model=target.model,
+        exitstatus=exitstatus, not_run=tuple(not_run), profile_reason=profile_reason(config), model=target.model,
         checkout=Checkout(opt("tree_name"), opt("git_url"), opt("git_commit"), opt("kernel_config")),
     )
 
