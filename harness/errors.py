@@ -73,3 +73,7 @@ class KernelUnreadable(KvmconfError):
     """The --kernel image exists but cannot be read (permissions, an I/O error)."""
 
     exit_code = 28
+
+
+class CompareInputError(KvmconfError):
+    exit_code = 70

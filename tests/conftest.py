@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import pytest
 
 from tests.kvmdev import device_problem
-from tests.reportrun import Run, report_run
+from tests.reportrun import Kind, Run, report_run
 
 
-def _report_run(kind: Literal["base", "failing"], tmp_path_factory: pytest.TempPathFactory) -> Run:
-    problem = device_problem()
+def _report_run(kind: Kind, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    problem = device_problem() if kind != "model" else None
     if problem:
         pytest.skip(problem)
     return report_run(kind, tmp_path_factory.getbasetemp())
@@ -27,3 +25,15 @@ def failing_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 def base_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A run with this kernel's own expectations, in one process."""
     return _report_run("base", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """Every case against this machine's kernel, as `kvmconf run` makes it."""
+    return _report_run("full", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def model_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """The subset against the model: the same files on every machine."""
+    return _report_run("model", tmp_path_factory)

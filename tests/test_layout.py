@@ -12,7 +12,7 @@ import pytest
 
 from harness.paths import ROOT
 
-PURE = ("abi", "rules", "cases", "surfaces")
+PURE = ("abi", "rules", "cases", "surfaces", "report")
 PURE_MODULES = ("errors.py", "paths.py")
 IO_PACKAGES = ("harness.host", "harness.session", "harness.model", "harness.qemu", "harness.cli")
 FORBIDDEN = ("ctypes", "pytest", "_pytest", "subprocess", "hypothesis", *IO_PACKAGES)

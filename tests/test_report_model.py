@@ -16,8 +16,7 @@ from harness.report import kcidb, ktap
 from harness.report.compare import NEW_FAILURE, classify
 from harness.report.lava import commands
 from harness.report.model import (
-    CALLS_PROPERTY,
-    CASE_PROPERTY,
+    REPORT_KEY,
     Call,
     CapRow,
     CaseResult,
@@ -41,12 +40,11 @@ FAILED: dict[str, Any] = {
 
 def phase(when: str, outcome: str, longrepr: Any = None, nodeid: str = NODE, **extra: Any) -> dict[str, Any]:
     """A serialized report; NODE's carry what the worker attaches, others nothing."""
-    meta = json.dumps({"area": "reserved", "case": "KVM_CREATE_GUEST_MEMFD/vm0/reserved[0]=1"})
-    props = [[CASE_PROPERTY, meta]] if nodeid == NODE else []
+    attached: dict[str, Any] = {"area": "reserved", "case": "KVM_CREATE_GUEST_MEMFD/vm0/reserved[0]=1"} if nodeid == NODE else {}
     if nodeid == NODE and when != "setup" and outcome != "passed":
-        props.append([CALLS_PROPERTY, json.dumps([CALL.to_json()])])
+        attached["calls"] = [CALL.to_json()]
     return {"$report_type": "TestReport", "nodeid": nodeid, "when": when, "outcome": outcome, "longrepr": longrepr,
-            "duration": 0.25, "user_properties": props, **extra}
+            "duration": 0.25, "user_properties": [], REPORT_KEY: attached, **extra}
 
 
 def one(*reports: dict[str, Any]) -> tuple[CaseResult, ...]:
@@ -181,3 +179,21 @@ def test_write_atomic_leaves_only_the_whole_file(tmp_path: Path) -> None:
     write_atomic(target, "KTAP version 1\n")
     assert target.read_text() == "KTAP version 1\n" and not partial_name(target).exists()
     assert partial_name(target).name == ".results.ktap.partial"
+
+
+FORBIDDEN = ("harness.session", "harness.host", "harness.model", "harness.qemu", "harness.cli", "ctypes", "pytest", "subprocess")
+
+
+def test_report_imports_no_io() -> None:
+    """harness/report/ is pure: saved results render anywhere, and a reader of it meets no I/O."""
+    import ast
+
+    from harness.paths import ROOT
+
+    found = []
+    for path in sorted((ROOT / "harness" / "report").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if any(n == f or n.startswith(f + ".") for f in FORBIDDEN)]
+    assert found == []

@@ -33,6 +33,13 @@ def test_console_shows_areas_and_ends_with_the_report_folder(failing_run: Run) -
     out = failing_run.out
     assert ".partial" not in out, "the console names the temporary run folder"
     assert "results by area" in out and re.search(r"^guest_memfd +6 ", out, re.M), out
+    assert re.search(r"^kernel: +\S+\nruns on: +this machine\nABI: +profile released\nprofile: +released .*\nbackend: +kernel\n"
+                     r"expectations: +\S*forced-failure.toml$", out, re.M), out
+    assert re.search(r"^ +18  " + re.escape(FINDING), out, re.M), "known findings by reason with their counts"
+    assert re.search(r"^failures by rule clause \(1\)|-+ failures by rule clause \(1\) -+$", out, re.M), out
+    failure = r"^  failed: .*bound=1\]\n      KVM_SET_USER_MEMORY_REGION2 on a VM of type 0: .*expected ENOSPC, got EINVAL$"
+    assert re.search(failure, out, re.M), out
+    assert "Traceback" not in out and "FAILED " not in out, "pytest's own failure report repeats the summary"
     assert out.rstrip().splitlines()[-1] == f"reports: {failing_run.folder}"
     assert not re.search(r"\b(INFO|WARNING|DEBUG)\b|\d\d:\d\d:\d\d", out), "timestamps or log levels on the console"
 

@@ -17,15 +17,15 @@ from harness.abi.profile import DEFAULT_PROFILE, known_profiles
 from harness.cases.expectations import load as load_expectations
 from harness.cli.bench import add_parser as add_bench_parser
 from harness.cli.bench import cmd_bench
+from harness.cli.compare import add_parser as add_compare_parser
+from harness.cli.compare import load as load_run
+from harness.cli.compare import run as cmd_compare
 from harness.cli.preflight import check_collection, collection_args
 from harness.cli.runs import RunFolder
 from harness.cli.vmrun import run_under_qemu, validate_kernel
 from harness.errors import KvmconfError
 from harness.host.header import resolve_profile
 from harness.paths import REPORTS, ROOT
-from harness.report.compare import add_parser as add_compare_parser
-from harness.report.compare import load as load_run
-from harness.report.compare import run as cmd_compare
 from harness.session.backends import backend_names, check_mutant
 from harness.session.interrupts import INTERRUPTED, run_suite
 from harness.session.target import check_device, load_facts

@@ -1,25 +1,21 @@
-"""`kvmconf compare A B`: what changed from run A (say, the base kernel) to run B (the
-patched one), the reviewer's question. Exit 0 when B has no new failure against A, 1
-when it has.
+"""What changed from run A (say, the base kernel) to run B (the patched one), the
+reviewer's question: pure functions of two runs read back into the model, so a case's
+result means here what it meant in the run (`harness.cli.compare` reads the files and
+writes the page).
 
-A and B are run folders or results.jsonl files; both are read back into the model
-(`model.read_jsonl`), so a case's result means here what it meant in the run.
+Both sides' kernel, profile, backend and expectations head the output, with a warning
+when the profile, backend or expectations differ: then a changed result may say more
+about the two runs than about the two kernels.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from html import escape
-from pathlib import Path
 
-from harness.errors import KvmconfError
-from harness.host.files import write_atomic
 from harness.report.html import explain, page, result_span
-from harness.report.model import FAILING, CaseResult, area_rank, read_jsonl
+from harness.report.model import FAILING, CaseResult, area_rank, clause_of
 
 # Kinds of change, in the order they are shown; only the first makes the exit code 1.
 NEW_FAILURE = "new failures"
@@ -37,20 +33,36 @@ KINDS = (
 
 
 CONSOLE_LIMIT = 20  # cases per area and kind on the console
-
-
-class CompareInputError(KvmconfError):
-    exit_code = 70
+SIDE_FIELDS = ("kernel", "profile", "backend", "expectations")  # what a run says of itself (junit.xml's kvmconf.* properties)
+MUST_MATCH = ("profile", "backend", "expectations")  # a difference here is warned about; kernels differ on purpose
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
 class Run:
-    """One side of a comparison: where it came from and its cases by node id."""
+    """One side of a comparison: where it came from, what it ran, its cases by node id."""
 
     label: str
-    path: Path
-    kernel: str
+    path: str
     cases: dict[str, CaseResult]
+    about: Mapping[str, str] = field(default_factory=dict)  # SIDE_FIELDS → value
+
+    def said(self, name: str) -> str:
+        return self.about.get(name, UNKNOWN)
+
+    @property
+    def kernel(self) -> str:
+        return self.said("kernel")
+
+
+def warnings(a: Run, b: Run) -> list[str]:
+    """One line per way the two runs differ other than in the kernel."""
+    return [f"the runs differ in {name}: A {a.said(name)}, B {b.said(name)}" for name in MUST_MATCH if a.said(name) != b.said(name)]
+
+
+def _side(run: Run, letter: str) -> str:
+    about = ", ".join(f"{name} {run.said(name)}" for name in SIDE_FIELDS)
+    return f"{letter}: {run.label} ({about}; {len(run.cases)} cases)"
 
 
 @dataclass(frozen=True)
@@ -106,32 +118,6 @@ def by_area(found: list[Change]) -> dict[str, list[Change]]:
     return {area: groups[area] for area in sorted(groups, key=area_rank)}
 
 
-def _kernel(folder: Path) -> str:
-    """The kernel a run folder tested, from its JUnit global properties."""
-    try:
-        for prop in ET.parse(folder / "junit.xml").iter("property"):
-            if prop.get("name") == "kvmconf.kernel":
-                return str(prop.get("value"))
-    except (OSError, ET.ParseError):
-        pass
-    return "kernel unknown"
-
-
-def load(path: Path) -> Run:
-    """A run folder (its results.jsonl) or a results.jsonl file."""
-    folder = path if path.is_dir() else path.parent
-    jsonl = path / "results.jsonl" if path.is_dir() else path
-    try:
-        with jsonl.open(encoding="utf-8") as fh:
-            cases = read_jsonl(fh)
-    except FileNotFoundError:
-        raise CompareInputError(f"{path}: neither a run folder with results.jsonl nor a results.jsonl file") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise CompareInputError(f"{jsonl}: not a results.jsonl that pytest-reportlog wrote ({e})") from None
-    name = folder.resolve().name if path.is_dir() else str(path)
-    return Run(name, path, _kernel(folder), {c.nodeid: c for c in cases})
-
-
 def _detail(change: Change) -> str:
     """One line on what B's result means, for the console."""
     b = change.after
@@ -141,7 +127,7 @@ def _detail(change: Change) -> str:
         calls = b.wrong_calls
         if calls:
             c = calls[0]
-            return f"{c.what}: expected {c.expected}, got {c.actual} ({c.rule})"
+            return f"{c.what}: expected {c.expected}, got {c.actual} ({c.rule}: {c.clause})"
         return b.reason
     return b.reason if b.result == "skip" else ""
 
@@ -160,7 +146,8 @@ KIND_COLOUR = {NEW_FAILURE: "1;31", "fixed": "32", "known findings no longer see
 
 def render_console(a: Run, b: Run, found: list[Change], colour: bool) -> str:
     ansi = _Ansi(colour)
-    lines = [f"A: {a.label} ({a.kernel}, {len(a.cases)} cases)", f"B: {b.label} ({b.kernel}, {len(b.cases)} cases)"]
+    lines = [_side(a, "A"), _side(b, "B")]
+    lines += [ansi(f"warning: {w}; a changed result may come from that, not from the kernel", "1;33") for w in warnings(a, b)]
     for kind in KINDS:
         of_kind = [c for c in found if c.kind == kind]
         if not of_kind:
@@ -173,7 +160,8 @@ def render_console(a: Run, b: Run, found: list[Change], colour: bool) -> str:
                 before = ch.before.label if ch.before else "absent"
                 after = ch.after.label if ch.after else "absent"
                 detail = _detail(ch)
-                lines.append(f"    {ch.case.name}: {before} -> {after}" + (f"; {detail}" if detail else ""))
+                detail = detail or clause_of(ch.case)
+                lines.append(f"    {ch.case.name}: {before} -> {after}; {detail}")
             if len(in_area) > CONSOLE_LIMIT:
                 lines.append(f"    ... and {len(in_area) - CONSOLE_LIMIT} more (the compare page lists them all)")
     new = sum(1 for c in found if c.kind == NEW_FAILURE)
@@ -185,13 +173,16 @@ def render_console(a: Run, b: Run, found: list[Change], colour: bool) -> str:
 
 def render_html(a: Run, b: Run, found: list[Change]) -> str:
     def side(run: Run, letter: str) -> str:
-        cells = [f"<code>{escape(str(run.path))}</code>", escape(run.kernel), f"{len(run.cases)} cases"]
+        cells = [f"<code>{escape(run.label)}</code>", *(escape(run.said(n)) for n in SIDE_FIELDS), f"{len(run.cases)} cases"]
         return f"<tr><th>{letter}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
     new = sum(1 for c in found if c.kind == NEW_FAILURE)
     verdict = (f'<p class="kvmconf-fail">B has {new} new failure{"s" if new != 1 else ""} against A.</p>' if new
                else '<p class="kvmconf-pass">B has no new failure against A.</p>')
-    body = [f'<table class="kvmconf-table" id="kvmconf-sides">{side(a, "A")}{side(b, "B")}</table>', verdict]
+    head = "<thead><tr><th></th><th>run</th>" + "".join(f"<th>{n}</th>" for n in SIDE_FIELDS) + "<th></th></tr></thead>"
+    warned = "".join(f'<p class="kvmconf-warning">Warning: {escape(w)}; a changed result may come from that, not from '
+                     "the kernel.</p>" for w in warnings(a, b))
+    body = [f'<table class="kvmconf-table" id="kvmconf-sides">{head}{side(a, "A")}{side(b, "B")}</table>', warned, verdict]
     if not found:
         body.append("<p>No case changed its result.</p>")
     for kind in KINDS:
@@ -203,45 +194,11 @@ def render_html(a: Run, b: Run, found: list[Change]) -> str:
             rows = []
             for ch in in_area:
                 why = explain(ch.after) if ch.after is not None and ch.after.result in (*FAILING, "xfail") else escape(_detail(ch))
-                cells = [f"<code>{escape(ch.case.name)}</code>", result_span(ch.before.result if ch.before else None),
-                         result_span(ch.after.result if ch.after else None), why]
+                cells = [f"<code>{escape(ch.case.name)}</code>", escape(clause_of(ch.case)),
+                         result_span(ch.before.result if ch.before else None), result_span(ch.after.result if ch.after else None), why]
                 rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            body.append(f'<h3>{escape(area)}</h3><table class="kvmconf-table"><thead><tr><th>case</th><th>A</th><th>B</th>'
-                        f'<th>why, in B</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+            head = "".join(f"<th>{h}</th>" for h in ("case", "rule clause", "A", "B", "why, in B"))
+            body.append(f'<h3>{escape(area)}</h3><table class="kvmconf-table"><thead><tr>{head}</tr></thead>'
+                        f'<tbody>{"".join(rows)}</tbody></table>')
         body.append("</section>")
     return page(f"kvmconf compare: {a.label} → {b.label}", "".join(body))
-
-
-def default_output(a: Run, b: Run) -> Path:
-    """Next to B: beside the run folder, or beside the results.jsonl file."""
-    b_path = b.path.resolve()
-    name = f"compare-{Path(a.label).name.removesuffix('.jsonl')}-vs-{Path(b.label).name.removesuffix('.jsonl')}.html"
-    return b_path.parent / name
-
-
-def _absolute(text: str) -> Path:
-    """Resolved against the caller's directory, before `kvmconf` changes into its own."""
-    return Path(os.path.abspath(text))
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("compare", help="what changed from run A to run B; exit 1 when B has a new failure",
-                       description="Cases whose result differs between two runs, grouped by area, on the console "
-                                   "and as an HTML page. Exit 0 when B has no new failure against A, 1 when it has.")
-    p.add_argument("a", type=_absolute, metavar="A", help="the base run: a run folder or its results.jsonl")
-    p.add_argument("b", type=_absolute, metavar="B", help="the run to judge: a run folder or its results.jsonl")
-    p.add_argument("-o", "--output", type=_absolute, metavar="PATH",
-                   help="where to write the HTML page (default: next to B, compare-<A>-vs-<B>.html)")
-
-
-def run(args: argparse.Namespace) -> int:
-    a, b = load(args.a), load(args.b)
-    found = changes(a, b)
-    sys.stdout.write(render_console(a, b, found, colour=sys.stdout.isatty()))
-    out: Path = args.output or default_output(a, b)
-    try:
-        write_atomic(out, render_html(a, b, found))
-    except OSError as e:
-        raise CompareInputError(f"{out}: cannot write the compare page ({e.strerror})") from None
-    print(f"compare page: {out}")
-    return 1 if any(c.kind == NEW_FAILURE for c in found) else 0

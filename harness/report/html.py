@@ -8,12 +8,43 @@ from collections.abc import Iterable
 from html import escape
 from pathlib import Path
 
-from harness.report.model import COLUMNS, LABELS, Call, CaseResult, Result, RunInfo, RunModel, by_area, count
+from harness.report.model import (
+    COLUMNS,
+    LABELS,
+    Call,
+    CaseResult,
+    Result,
+    RunInfo,
+    RunModel,
+    by_area,
+    by_clause,
+    count,
+    skip_reasons,
+)
 
 CSS = Path(__file__).with_name("report.css")
+SHOWN_PER_CLAUSE = 1  # failure cards per clause before the rest fold away
+# pytest-html's own table: failures only and folded, until the reader ticks a box
+# (its documented URL parameters `visible` and `collapsed`); its labels in ours.
+TABLE_SCRIPT = """<script>
+(() => {
+  const url = new URL(window.location.href);
+  if (!url.searchParams.has("visible")) { url.searchParams.set("visible", "failed,error,xpassed"); }
+  if (!url.searchParams.has("collapsed")) { url.searchParams.set("collapsed", "all"); }
+  window.history.replaceState({}, "", url.href);
+  document.addEventListener("DOMContentLoaded", () => {
+    for (const [cls, word] of [["xfailed", "known findings"], ["xpassed", "findings not seen"]]) {
+      const span = document.querySelector(`.filters span.${cls}`);
+      if (span) { span.textContent = span.textContent.replace(/Unexpected passes|Expected failures/, word); }
+    }
+  });
+})();
+</script>"""
 
 
 def title(info: RunInfo) -> str:
+    if info.model:
+        return f"kvmconf: the model of profile {info.profile} (not a kernel)"
     return f"kvmconf: Linux {info.kernel}, {info.how}"
 
 
@@ -46,13 +77,17 @@ def _run_section(model: RunModel) -> str:
         ("Kernel under test", f"<strong>{_e(info.kernel)}</strong>"),
         ("How it ran", _e(info.how)),
         ("ABI source", _e(info.abi_source)),
+        ("Profile", f"{_e(info.profile)}" + (f' <span class="kvmconf-muted">({_e(info.profile_reason)})</span>'
+                                             if info.profile_reason else "")),
         ("Backend", _e(info.backend)),
-        ("Known findings from", _e(info.expectations)),
+        ("Known findings listed in", _e(info.expectations) if info.expectations != "none" else "no expectations file"),
+        ("Cases", f"{len(model.cases)}"),
         ("Run", f"{_e(info.run_id)}, started {_e(time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.started)))}, "
                 f"{info.duration:.1f} s, {state}"),
     ]
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<section id="kvmconf-run"><h2>Kernel under test</h2><table class="kvmconf-kv">{body}</table></section>'
+    heading = "Model under test" if info.model else "Kernel under test"
+    return f'<section id="kvmconf-run"><h2>{heading}</h2><table class="kvmconf-kv">{body}</table></section>'
 
 
 def _count_cell(result: Result, n: int) -> str:
@@ -97,22 +132,62 @@ def explain(case: CaseResult) -> str:
     return f'<div class="kvmconf-why kvmconf-why-{case.result}">{inner}</div>'
 
 
+def _failure_card(c: CaseResult) -> str:
+    return (f'<div class="kvmconf-failure"><h4><span class="kvmconf-{c.result}">{_e(c.label)}</span> '
+            f'<span class="kvmconf-area">{_e(c.area)}</span> <code>{_e(c.name)}</code></h4>{explain(c)}</div>')
+
+
 def _failures_section(model: RunModel) -> str:
     failures = model.failures()
     if not failures:
         none = "None: every case that ran met its rule or is a known finding."
         return f'<section id="kvmconf-failures"><h2>Failures</h2><p>{none}</p></section>'
-    items = "".join(
-        f'<div class="kvmconf-failure"><h3><span class="kvmconf-{c.result}">{_e(c.label)}</span> '
-        f'<span class="kvmconf-area">{_e(c.area)}</span> <code>{_e(c.name)}</code></h3>{explain(c)}</div>'
-        for c in failures
-    )
-    return f'<section id="kvmconf-failures"><h2>Failures ({len(failures)})</h2>{items}</section>'
+    groups = []
+    for clause, cases in by_clause(failures).items():
+        cards = "".join(_failure_card(c) for c in cases[:SHOWN_PER_CLAUSE])
+        rest = cases[SHOWN_PER_CLAUSE:]
+        if rest:
+            cards += (f"<details><summary>{_plural(len(rest), 'more case')} breaking this clause</summary>"
+                      + "".join(_failure_card(c) for c in rest) + "</details>")
+        groups.append(f'<div class="kvmconf-clause"><h3>{_e(clause)} ({len(cases)})</h3>{cards}</div>')
+    heading = f"Failures ({_plural(len(failures), 'case')}, {_plural(len(groups), 'rule clause')})"
+    return f'<section id="kvmconf-failures"><h2>{heading}</h2>{"".join(groups)}</section>'
+
+
+def _matrix_section(model: RunModel) -> str:
+    """One row per rule clause: how its cases came out; the cases fold out."""
+    head = ["rule clause", "cases", *(LABELS[r] for r in COLUMNS)]
+    parts = []
+    for area, cases in by_area(model.cases).items():
+        rows = []
+        for clause, in_clause in by_clause(cases).items():
+            n = count(in_clause)
+            names = "".join(f'<li><span class="kvmconf-{c.result}">{_e(c.label)}</span> <code>{_e(c.name)}</code></li>'
+                            for c in in_clause)
+            cell = f"<details><summary>{_e(clause)}</summary><ul>{names}</ul></details>"
+            rows.append([cell, str(len(in_clause)), *(_count_cell(r, n[r]) for r in COLUMNS)])
+        parts.append(f'<h3 id="kvmconf-matrix-{_e(area)}">{_e(area)}</h3>'
+                     + _table(f"kvmconf-matrix-table-{_e(area)}", head, rows, "kvmconf-table kvmconf-matrix"))
+    note = ('<p class="kvmconf-note">A case is counted under the clause of its first wrong call, or of its first call '
+            "when it passed; a case that made no call (skipped before it, or a plain test) under its area and test.</p>")
+    return f'<section id="kvmconf-matrix"><h2>Conformance by rule clause</h2>{note}{"".join(parts)}</section>'
+
+
+def _skips_section(model: RunModel) -> str:
+    reasons = skip_reasons(model.cases)
+    if not reasons:
+        return '<section id="kvmconf-skips"><h2>Skipped</h2><p>No case was skipped.</p></section>'
+    rows = [[str(n), _e(reason)] for reason, n in reasons]
+    total = sum(n for _, n in reasons)
+    table = _table("kvmconf-skips-table", ["cases", "why they were skipped"], rows)
+    return f'<section id="kvmconf-skips"><h2>Skipped ({_plural(total, "case")}, {_plural(len(reasons), "reason")})</h2>{table}</section>'
 
 
 def _findings_section(model: RunModel) -> str:
     findings = model.findings()
-    intro = (f"<p>Rules this kernel is known to break, listed in <code>{_e(model.info.expectations)}</code>. "
+    listed = (f"listed in <code>{_e(model.info.expectations)}</code>" if model.info.expectations != "none"
+              else "none listed: the run used no expectations file")
+    intro = (f"<p>Rules this kernel is known to break, {listed}. "
              "They are reported apart from passes and failures: a known finding does not fail the run, and a new "
              "one is a failure.</p>")
     if not findings:
@@ -158,10 +233,32 @@ def _caps_section(info: RunInfo) -> str:
     return f'<section id="kvmconf-caps"><h2>Capabilities by scope</h2>{_table("kvmconf-caps-table", head, rows)}{errors}{note}</section>'
 
 
+NAV = (("kvmconf-run", "run"), ("kvmconf-areas", "areas"), ("kvmconf-failures", "failures"), ("kvmconf-findings", "known findings"),
+       ("kvmconf-matrix", "by rule clause"), ("kvmconf-skips", "skipped"), ("kvmconf-caps", "caps"), ("kvmconf-abi", "ABI facts"),
+       ("results-table", "every case"))
+
+
+def _nav() -> str:
+    links = " · ".join(f'<a href="#{anchor}">{_e(text)}</a>' for anchor, text in NAV)
+    return f'<nav id="kvmconf-nav">{links}</nav>'
+
+
 def summary_sections(model: RunModel) -> list[str]:
     """What pytest-html shows above its results table, in reading order."""
-    return [_run_section(model), _area_section(model), _failures_section(model), _findings_section(model),
-            _caps_section(model.info), _abi_section(model.info)]
+    table_note = ('<p class="kvmconf-note" id="kvmconf-table-note">The table below lists failures, folded; tick '
+                  "the boxes to show passed, skipped and known-finding cases, and click a row to unfold it.</p>")
+    return [TABLE_SCRIPT, _nav(), _run_section(model), _area_section(model), _failures_section(model), _findings_section(model),
+            _matrix_section(model), _skips_section(model), _caps_section(model.info), _abi_section(model.info), table_note]
+
+
+def row_details(case: CaseResult) -> str:
+    """What a row of pytest-html's table unfolds to: the explanation, or the skip reason;
+    never the raw log (the worker line, the repeated rule text)."""
+    if case.result in ("fail", "error", "xfail", "xpass"):
+        return explain(case)
+    if case.result == "skip":
+        return f'<div class="kvmconf-why"><p>skipped: {_e(case.reason)}</p></div>'
+    return ""
 
 
 def area_cell(area: str) -> str:

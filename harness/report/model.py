@@ -5,27 +5,25 @@ their serialized form (`pytest_report_to_serializable`): the plugin feeds the re
 of a live session, `compare` and `lava` feed the lines of a finished results.jsonl,
 and both get the same cases.
 
-What pytest does not know travels in each report's `user_properties` (xdist carries
-them from the worker that ran the case to the controller): the case's area and id,
-and for a case that failed, the calls it made with the rule, input, expected and
-actual answer (`harness.session.engine.Outcome`).
+What pytest does not know travels as one attribute of each report, `REPORT_KEY`
+(xdist carries a report's attributes from the worker that ran the case to the
+controller, and pytest-reportlog writes them into results.jsonl): the case's area and
+id, and for a case that failed, the calls it made with the rule, input, expected and
+actual answer, as plain `Call` records (the worker's plugin makes them).
+
+This module is pure: it imports nothing of the harness's I/O, so saved results can be
+read and rendered anywhere.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
-
-from harness.host.backend import errno_name
-from harness.session.engine import Outcome
-from harness.session.target import Target
 
 Result = Literal["pass", "fail", "error", "xpass", "xfail", "skip"]
 LABELS: dict[Result, str] = {
@@ -40,8 +38,7 @@ COLUMNS: tuple[Result, ...] = ("pass", "fail", "error", "xfail", "xpass", "skip"
 FAILING: frozenset[Result] = frozenset({"fail", "error", "xpass"})  # what makes the run exit 1
 AREAS = ("sizing", "reserved", "alignment", "caps", "parity", "guest_memfd")  # spec/uapi.md's order
 
-CASE_PROPERTY = "kvmconf.case"
-CALLS_PROPERTY = "kvmconf.calls"
+REPORT_KEY = "kvmconf"  # {"area": ..., "case": ..., "calls": [Call.to_json(), ...]}
 FINDING_PREFIX = "known finding: "  # harness.session.plugin's xfail reason
 XPASS_STRICT = "[XPASS(strict)] "
 
@@ -66,17 +63,6 @@ class Call:
     def from_json(cls, d: Mapping[str, Any]) -> Call:
         return cls(str(d["what"]), str(d["rule"]), str(d["clause"]), str(d["input"]),
                    str(d["expected"]), str(d["actual"]), bool(d["matched"]))
-
-
-def call_of(o: Outcome) -> Call:
-    """The report's view of a case's outcome, with errno names."""
-    actual = errno_name(o.result) if o.result < 0 else ("success" if o.result == 0 else f"success (returned {o.result})")
-    if o.diff_outside:
-        actual += f", and wrote {len(o.diff_outside)} bytes outside the struct"
-    if o.trace:
-        actual += f", and left a trace: {o.trace}"
-    matched = o.expect.matches(o.result) and not o.diff_outside and not o.trace
-    return Call(f"{o.label} on {o.fd_label}", o.expect.rule, o.expect.clause, o.input_text(), str(o.expect), actual, matched)
 
 
 @dataclass(frozen=True)
@@ -130,6 +116,16 @@ class CapRow:
 
 
 @dataclass(frozen=True)
+class Checkout:
+    """Where the kernel's source came from, when the run was told (KCIDB's checkout)."""
+
+    tree_name: str = ""  # "mainline", "kvm-next"
+    git_url: str = ""
+    git_commit: str = ""  # 40 hex digits
+    config: str = ""  # the build's .config name or path relative to the kernel folder, when it has one
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """What was tested, and how: the header of every report."""
 
@@ -150,6 +146,9 @@ class RunInfo:
     vm_errors: tuple[tuple[int, str], ...]
     exitstatus: int
     not_run: tuple[str, ...]  # collected, but the run ended before they finished
+    profile_reason: str = ""  # why this profile: "given with --profile", "the header's KVM_CAP_... " (set by the chooser)
+    model: bool = False  # the model answered, not a kernel: no kernel build to report
+    checkout: Checkout = Checkout()
 
     @property
     def complete(self) -> bool:
@@ -171,41 +170,6 @@ class RunModel:
             if c.result == "xfail":
                 out.setdefault(c.reason, []).append(c)
         return out
-
-
-def run_info(target: Target, *, run_id: str, started: float, expectations: str, exitstatus: int,
-             not_run: Sequence[str]) -> RunInfo:
-    """The run's header from the session's target (ABI facts and probed caps)."""
-    facts = target.facts
-    ioctls = tuple(
-        IoctlFact(io.name, io.number, io.direction.macro, io.struct,
-                  facts.structs[io.struct].size if io.struct is not None and io.struct in facts.structs else None, tuple(io.fds))
-        for io in sorted(facts.ioctls.values(), key=lambda i: i.name)
-    )
-    caps = target.caps
-    numbers = {**facts.model_caps, **facts.caps} if target.model else dict(facts.caps)
-    names = sorted(caps.system, key=lambda n: (numbers.get(n, 1 << 30), n))
-    rows = tuple(CapRow(n, numbers.get(n), caps.system.get(n), tuple(caps.vm.get(t, {}).get(n) for t in caps.vm_types))
-                 for n in names)
-    return RunInfo(
-        run_id=run_id, started=started, duration=time.time() - started, kernel=target.kernel, how=target.how,
-        abi_source=facts.source, profile=facts.profile, backend=target.backend.name, arch=os.uname().machine,
-        expectations=expectations,
-        ioctls=ioctls, structs=tuple(sorted((s.name, s.size) for s in facts.structs.values())),
-        vm_types=tuple(caps.vm_types), caps=rows, vm_errors=tuple(sorted(caps.vm_errors.items())),
-        exitstatus=exitstatus, not_run=tuple(not_run),
-    )
-
-
-# -- what a worker attaches to a report ------------------------------------------------
-
-
-def case_property(area: str, case: str) -> tuple[str, str]:
-    return CASE_PROPERTY, json.dumps({"area": area, "case": case}, separators=(",", ":"))
-
-
-def calls_property(outcomes: Iterable[Outcome]) -> tuple[str, str]:
-    return CALLS_PROPERTY, json.dumps([call_of(o).to_json() for o in outcomes], separators=(",", ":"))
 
 
 # -- deciding a case's result from its phase reports ----------------------------------
@@ -279,12 +243,12 @@ def decide(phases: Mapping[str, Mapping[str, Any]]) -> tuple[Result, str, str] |
     return "pass", "", ""
 
 
-def _properties(phases: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    props: dict[str, str] = {}
+def _attached(phases: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the worker attached to the case's reports, merged over its phases."""
+    out: dict[str, Any] = {}
     for rep in phases:
-        for name, value in rep.get("user_properties") or ():
-            props[str(name)] = str(value)
-    return props
+        out.update(rep.get(REPORT_KEY) or {})
+    return out
 
 
 class Collector:
@@ -317,12 +281,10 @@ class Collector:
         if verdict is None:
             return None
         result, reason, message = verdict
-        props = _properties(phases.values())
+        attached = _attached(phases.values())
         area, test, case = split_nodeid(nodeid)
-        if CASE_PROPERTY in props:
-            meta = json.loads(props[CASE_PROPERTY])
-            area, case = str(meta["area"]), str(meta["case"])
-        calls = tuple(Call.from_json(c) for c in json.loads(props.get(CALLS_PROPERTY, "[]")))
+        area, case = str(attached.get("area", area)), str(attached.get("case", case))
+        calls = tuple(Call.from_json(c) for c in attached.get("calls", ()))
         duration = sum(float(p.get("duration", 0.0)) for p in phases.values())
         done = CaseResult(nodeid, area, test, case, result, reason, message, duration, calls)
         self._done[nodeid] = done
@@ -375,3 +337,26 @@ def read_jsonl(lines: Iterable[str]) -> tuple[CaseResult, ...]:
         if line.strip():
             collector.add(json.loads(line))
     return collector.cases()
+
+
+def clause_of(case: CaseResult) -> str:
+    """The rule clause a case is judged by: its first wrong call's (or first call's);
+    for a case that made no call, what it tested."""
+    calls = case.wrong_calls
+    if calls:
+        return f"{calls[0].rule}: {calls[0].clause}"
+    return f"{case.area}: {case.test}"
+
+
+def by_clause(cases: Iterable[CaseResult]) -> dict[str, list[CaseResult]]:
+    """Cases grouped by rule clause, in the order the clauses first appear."""
+    groups: dict[str, list[CaseResult]] = {}
+    for c in cases:
+        groups.setdefault(clause_of(c), []).append(c)
+    return groups
+
+
+def skip_reasons(cases: Iterable[CaseResult]) -> list[tuple[str, int]]:
+    """Why cases were skipped, most common first."""
+    n = Counter(c.reason for c in cases if c.result == "skip")
+    return sorted(n.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import pytest
@@ -200,17 +201,37 @@ def verdict(t: Target, outcome: Outcome, extra: Callable[[Outcome], str | None] 
         pytest.fail(f"{problem}\n{outcome.explain()}", pytrace=False)
 
 
-_current: list[Outcome] = []
+OUTCOMES_KEY = pytest.StashKey[list[Outcome]]()
+_running: ContextVar[pytest.Item | None] = ContextVar("kvmconf_running_item", default=None)
+
+
+@contextmanager
+def recording(item: pytest.Item) -> Iterator[None]:
+    """While `item` runs, `record` keeps its outcomes in the item's stash, so no case
+    can see another's (the report plugin wraps every test in this)."""
+    item.stash[OUTCOMES_KEY] = []
+    token = _running.set(item)
+    try:
+        yield
+    finally:
+        _running.reset(token)
 
 
 def record(outcome: Outcome) -> None:
-    """Keep the last outcome for the report hooks (rule, input, expected, actual)."""
-    _current.append(outcome)
+    """Keep an outcome for the report hooks (rule, input, expected, actual); nothing
+    is kept outside a `recording` (no report is being written)."""
+    item = _running.get()
+    if item is not None:
+        item.stash[OUTCOMES_KEY].append(outcome)
 
 
 def take_outcomes() -> list[Outcome]:
-    out = list(_current)
-    _current.clear()
+    """The running item's outcomes so far, handed over once."""
+    item = _running.get()
+    if item is None:
+        return []
+    out = item.stash[OUTCOMES_KEY]
+    item.stash[OUTCOMES_KEY] = []
     return out
 
 

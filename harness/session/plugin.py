@@ -29,7 +29,7 @@ EXPECT_KEY = pytest.StashKey[Expectations]()
 pytest_plugins = [
     "harness.session.report_plugin",  # the run's model and report folder (--kvmconf-run-dir)
     "harness.session.progress",  # N/M cases on a QEMU guest's console
-    "harness.session.console",  # the block before the first case: kernel, how it runs, ABI, profile, backend, expectations
+    "harness.session.console_header",  # the block before the first case: kernel, how it runs, ABI, profile, backend, expectations
 ]
 
 
