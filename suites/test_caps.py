@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from harness.abi.fdkind import SYSTEM_LABEL, FdKind
-from harness.rules import create_vm
+from harness.rules import create_vm, unknown_cap
 from harness.session.engine import Case, Outcome, run_ioctl_case, run_null_case, verdict
 from harness.session.target import Target
 
@@ -75,3 +75,22 @@ def test_ioctl_exists_iff_cap(target: Target, case: Case) -> None:
     """Non-zero announcing cap on /dev/kvm ⇔ the ioctl exists on that fd (not ENOTTY)."""
     outcome: Outcome = run_null_case(target, case)
     verdict(target, outcome)
+
+
+@pytest.mark.cases("wide_cap_numbers")
+def test_cap_number_compared_whole(target: Target, case: Case) -> None:
+    """KVM_CHECK_EXTENSION(2^32 + a cap's number) is no cap: exactly 0, at every scope."""
+    cap = str(case.knob("cap"))
+    number = target.facts.cap_number(cap, model=target.model)
+    if number is None:
+        pytest.skip(f"{cap} has no number in {target.facts.source}")
+    wide = (1 << 32) + number
+    if case.fd == FdKind.SYSTEM:
+        result = target.kvm.check_extension(wide)
+    else:
+        target.require_vm(case.vm_type)
+        with target.vm(case.vm_type) as vm:
+            result = vm.check_extension(wide)
+    expect = unknown_cap(wide)
+    outcome = Outcome(case, "KVM_CHECK_EXTENSION", case.where, {"cap": wide}, expect, result)
+    verdict(target, outcome, lambda o: None if o.result == 0 else f"KVM_CHECK_EXTENSION(0x{wide:x}) answered {o.result}, not 0")

@@ -13,7 +13,16 @@ from collections.abc import Callable, Iterator
 from harness.abi.facts import Ioctl, Struct
 from harness.abi.fdkind import FdKind
 from harness.abi.ioc import Dir
-from harness.abi.linux import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, U32, U64
+from harness.abi.linux import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    MAP_SHARED,
+    MAP_SHARED_VALIDATE,
+    MAP_SYNC,
+    PROT_NONE,
+    U32,
+    U64,
+)
 from harness.cases.case import Case
 from harness.cases.plan import Plan
 from harness.cases.values import page_residues, reserved_values, wrap_points
@@ -119,6 +128,8 @@ def attribute_ranges(t: Plan) -> list[Case]:
                 vals += [(("address", w),), (("size", w),), (("address", w), ("size", page)),
                          (("address", page), ("size", w)), (("address", w), ("size", w))]
             vals.append((("address", (1 << 64) - page), ("size", 2 * page)))
+            # the largest range from a page that does not wrap (attributes 0 everywhere: nothing to store)
+            vals.append((("address", page), ("size", (1 << 64) - 2 * page)))
             if fd == GMEM:
                 vals += [(("address", 4 * page),), (("address", 3 * page), ("size", 2 * page)), (("size", 5 * page),)]
             cases += [Case("alignment", name, fd, vt, v) for v in vals]
@@ -244,7 +255,13 @@ def fallocate_ranges(t: Plan) -> list[Case]:
         rows += [(("mode", mode), ("offset", w)) for w in wrap_points(page)]
         rows += [(("mode", mode), ("len", w)) for w in wrap_points(page)]
         rows += [(("mode", mode), ("offset", w), ("len", w)) for w in wrap_points(page)]
-    return [Case("alignment", "guest_memfd fallocate", GMEM, vt, r) for vt in vm_types(t) for r in rows]
+        # ending exactly at the file's end; offset + len exactly LLONG_MAX (not past it: no EFBIG)
+        rows += [(("mode", mode), ("offset", 3 * page)), (("mode", mode), ("offset", (1 << 63) - page), ("len", page - 1))]
+    cases = [Case("alignment", "guest_memfd fallocate", GMEM, vt, r) for vt in vm_types(t) for r in rows]
+    # after the VM's fd is closed: the file keeps its VM
+    cases += [Case("alignment", "guest_memfd fallocate", GMEM, vt, (("mode", mode),), knobs=(("vm", "closed"),))
+              for vt in vm_types(t) for mode in (KEEP_SIZE, KEEP_SIZE | PUNCH_HOLE)]
+    return cases
 
 
 def fallocate_modes(t: Plan) -> list[Case]:
@@ -262,19 +279,31 @@ def guest_memfd_files(t: Plan) -> list[Case]:
 
 
 def file_calls(t: Plan) -> list[Case]:
-    """read, write, pread and pwrite (also at a negative position), and the mmap matrix."""
+    """read, write, their positioned and vectored kinds (also at a negative position),
+    lseek, ftruncate, fchmod, FIONREAD, and the mmap matrix with its edges: length 0, map
+    type 0, MAP_SHARED_VALIDATE (with and without MAP_SYNC), an offset past the end,
+    PROT_NONE."""
     cases = []
     for vt in vm_types(t):
-        for call in ("read", "write", "pread", "pwrite"):
+        for call in ("read", "write", "pread", "pwrite", "readv", "preadv", "lseek", "ftruncate", "fchmod", "FIONREAD"):
             cases.append(Case("guest_memfd", f"guest_memfd {call}", GMEM, vt))
-        for call in ("pread", "pwrite"):
+        for call in ("pread", "pwrite", "preadv"):
             cases.append(Case("guest_memfd", f"guest_memfd {call}", GMEM, vt, (("offset", U64),)))
         for flags in _gmem_flag_sets(t):
             for mapping in (0x01, 0x02):
                 for prot in (0x3, 0x7):
                     cases.append(Case("guest_memfd", "guest_memfd mmap", GMEM, vt, (("map", mapping), ("prot", prot)),
                                       knobs=(("gmem_flags", flags),)))
+            edges: list[tuple[tuple[str, int], ...]] = [
+                (("length", 0),), (("map", 0),), (("map", MAP_SHARED_VALIDATE),), (("map", MAP_SHARED_VALIDATE | MAP_SYNC),),
+                (("map", MAP_SHARED | MAP_SYNC),), (("offset", 8 * t.page),), (("prot", PROT_NONE),)]
+            cases += [Case("guest_memfd", "guest_memfd mmap", GMEM, vt, e, knobs=(("gmem_flags", flags),)) for e in edges]
     return cases
+
+
+def fd_flags(t: Plan) -> list[Case]:
+    """Whether each fd KVM hands out is close-on-exec: the VM's, a vCPU's, a guest_memfd's."""
+    return [Case("guest_memfd", "fd flags", kind, vt) for vt in vm_types(t) for kind in (VM, FdKind.VCPU, GMEM)]
 
 
 def bindings(t: Plan) -> list[Case]:
@@ -333,8 +362,16 @@ def cap_mirrors(t: Plan) -> list[Case]:
 
 
 def vm_type_sweep(t: Plan) -> list[Case]:
-    """KVM_CREATE_VM with every type 0-63."""
-    return [Case("caps", "KVM_CREATE_VM", SYSTEM, 0, (("type", n),)) for n in range(64)]
+    """KVM_CREATE_VM with every type 0-64, and types whose low 32 bits are a valid one."""
+    types = [*range(65), 1 << 32, 1 << 63, U64]
+    return [Case("caps", "KVM_CREATE_VM", SYSTEM, 0, (("type", n),)) for n in types]
+
+
+def wide_cap_numbers(t: Plan) -> list[Case]:
+    """KVM_CHECK_EXTENSION with 2^32 + the number of each cap the facts name, at every
+    scope: the long is compared whole, so each answers 0."""
+    return [Case("caps", "KVM_CHECK_EXTENSION", fd, vt, knobs=(("cap", cap),), tag="wide")
+            for fd, vt in scopes(t) for cap in sorted(t.caps.system)]
 
 
 def advertised_bits(t: Plan) -> list[Case]:

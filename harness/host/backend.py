@@ -17,14 +17,21 @@ from harness.host.libc import (
     _C_INT_MIN,
     _MAP_FAILED,
     _WORD_MASK,
+    Iovec,
     _as_word,
     _fallocate,
+    _fchmod,
+    _fcntl,
+    _ftruncate,
     _get_errno,
     _ioctl,
+    _lseek,
     _mmap,
     _pread,
+    _preadv,
     _pwrite,
     _read,
+    _readv,
     _ret,
     _write,
     last_errno,
@@ -50,6 +57,12 @@ class Backend(Protocol):
     def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int: ...
     def munmap(self, addr: int, length: int) -> int: ...
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int: ...
+    def readv(self, fd: int, addr: int, length: int) -> int: ...
+    def preadv(self, fd: int, addr: int, length: int, offset: int) -> int: ...
+    def lseek(self, fd: int, offset: int, whence: int) -> int: ...
+    def ftruncate(self, fd: int, length: int) -> int: ...
+    def fchmod(self, fd: int, mode: int) -> int: ...
+    def fcntl(self, fd: int, cmd: int, arg: int) -> int: ...
     @property
     def memory(self) -> UserMemory:
         """Where structs and buffers for this backend's calls are placed."""
@@ -103,6 +116,24 @@ class KernelBackend:
 
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
         return _ret(_fallocate(fd, mode, offset, length))
+
+    def readv(self, fd: int, addr: int, length: int) -> int:
+        return _ret(_readv(fd, Iovec(addr, length), 1))
+
+    def preadv(self, fd: int, addr: int, length: int, offset: int) -> int:
+        return _ret(_preadv(fd, Iovec(addr, length), 1, offset))
+
+    def lseek(self, fd: int, offset: int, whence: int) -> int:
+        return _ret(_lseek(fd, offset, whence))
+
+    def ftruncate(self, fd: int, length: int) -> int:
+        return _ret(_ftruncate(fd, length))
+
+    def fchmod(self, fd: int, mode: int) -> int:
+        return _ret(_fchmod(fd, mode))
+
+    def fcntl(self, fd: int, cmd: int, arg: int) -> int:
+        return _ret(_fcntl(fd, cmd, arg))
 
 
 __all__ = ["Backend", "KernelBackend", "describe", "errno_name"]

@@ -58,6 +58,18 @@ _mprotect = _fn("mprotect", ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, cty
 _fallocate = _fn("fallocate", ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
 
 
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_readv = _fn("readv", ctypes.c_ssize_t, [ctypes.c_int, ctypes.POINTER(Iovec), ctypes.c_int])
+_preadv = _fn("preadv", ctypes.c_ssize_t, [ctypes.c_int, ctypes.POINTER(Iovec), ctypes.c_int, ctypes.c_int64])
+_lseek = _fn("lseek", ctypes.c_int64, [ctypes.c_int, ctypes.c_int64, ctypes.c_int])
+_ftruncate = _fn("ftruncate", ctypes.c_int, [ctypes.c_int, ctypes.c_int64])
+_fchmod = _fn("fchmod", ctypes.c_int, [ctypes.c_int, ctypes.c_uint])
+_fcntl = _fn("fcntl", ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_long])
+
+
 def _ret(r: int) -> int:
     return r if r >= 0 else -last_errno()
 

@@ -38,8 +38,13 @@ from harness.abi.linux import (
     FALLOC_FL_UNSHARE_RANGE,
     FALLOC_FL_WRITE_ZEROES,
     FALLOC_FL_ZERO_RANGE,
+    FIONREAD,
     MAP_ANONYMOUS,
+    MAP_PRIVATE,
     MAP_SHARED,
+    MAP_SHARED_VALIDATE,
+    MAP_SYNC,
+    MAP_TYPE,
     PAGE_SIZE,
     S64_MAX,
     U64,
@@ -119,8 +124,9 @@ class ModelBackend:
 
     def open_handle(self, handle: Handle) -> int:
         """A real fd for a model object: /dev/kvm and VM fds are O_CLOEXEC, a guest_memfd is not."""
-        flags = os.O_RDONLY | (0 if handle.kind == FdKind.GUEST_MEMFD else os.O_CLOEXEC)
-        fd = os.open("/dev/null", flags)
+        fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        # Python makes every fd close-on-exec; a guest_memfd is not (get_unused_fd_flags(0))
+        os.set_inheritable(fd, handle.kind == FdKind.GUEST_MEMFD and not self.dev.skips("fd.no-cloexec", handle.kind))
         self.files[fd] = handle
         return fd
 
@@ -160,6 +166,9 @@ class ModelBackend:
         handle = self.files.get(fd)
         if handle is None:
             return self.kernel.ioctl(fd, request, arg)
+        if handle.gmem is not None and request == FIONREAD and self.dev.skips("FIONREAD.anon", FdKind.GUEST_MEMFD):
+            # a mutant: do_vfs_ioctl() answering as for a regular file that is no anon inode
+            return 0 if copy_to_user(arg, handle.gmem.size.to_bytes(4, "little", signed=True)) else -errno.EFAULT
         name = self.numbers.get(request & 0xFFFFFFFF)
         if name is None or name not in self.handlers or not self.exists(name, handle.kind):
             # kvm_dev_ioctl's x86 default is -EINVAL; a VM's and a guest_memfd's is -ENOTTY
@@ -196,7 +205,7 @@ class ModelBackend:
 
     def check_extension(self, handle: Handle, arg: int) -> int:
         """KVM_CHECK_EXTENSION: the argument is a long, compared whole; unknown caps → 0."""
-        name = self.cap_names.get(arg)
+        name = self.cap_names.get(arg & self.dev.narrow.get("KVM_CHECK_EXTENSION.cap", U64))
         if name is None:
             return 0
         mode = self.dev.caps.get(name)
@@ -254,6 +263,7 @@ class ModelBackend:
     def create_vm(self, handle: Handle, arg: int) -> int:
         """KVM_CREATE_VM: the type is an unsigned long; it must be < 32 and advertised."""
         mask = sum(1 << t for t in VM_TYPES) | self.dev.extra("KVM_CREATE_VM.type", "system")
+        arg &= self.dev.narrow.get("KVM_CREATE_VM.type", U64)
         self.check("KVM_CREATE_VM.type", not (arg < 32 and mask >> arg & 1), "system")
         return self.open_handle(Handle(FdKind.VM, vm=VmState(arg, arg in PRIVATE_VM_TYPES)))
 
@@ -424,6 +434,37 @@ class ModelBackend:
             return self.kernel.pwrite(fd, addr, length, offset)
         return self._file_call("pwrite", errno.ESPIPE, offset)
 
+    def readv(self, fd: int, addr: int, length: int) -> int:
+        if self.gmem(fd) is None:
+            return self.kernel.readv(fd, addr, length)
+        return self._file_call("readv", errno.EINVAL)
+
+    def preadv(self, fd: int, addr: int, length: int, offset: int) -> int:
+        if self.gmem(fd) is None:
+            return self.kernel.preadv(fd, addr, length, offset)
+        return self._file_call("preadv", errno.ESPIPE, offset)
+
+    def lseek(self, fd: int, offset: int, whence: int) -> int:
+        """No llseek in kvm_gmem_fops: ESPIPE."""
+        if self.gmem(fd) is None:
+            return self.kernel.lseek(fd, offset, whence)
+        return self._file_call("lseek", errno.ESPIPE)
+
+    def ftruncate(self, fd: int, length: int) -> int:
+        """kvm_gmem_setattr() refuses every change: EINVAL."""
+        if self.gmem(fd) is None:
+            return self.kernel.ftruncate(fd, length)
+        return self._file_call("ftruncate", errno.EINVAL)
+
+    def fchmod(self, fd: int, mode: int) -> int:
+        if self.gmem(fd) is None:
+            return self.kernel.fchmod(fd, mode)
+        return self._file_call("fchmod", errno.EINVAL)
+
+    def fcntl(self, fd: int, cmd: int, arg: int) -> int:
+        """The model's fds are real: their fd flags are the ones open_handle gave them."""
+        return self.kernel.fcntl(fd, cmd, arg)
+
     def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
         """do_mmap() then kvm_gmem_mmap(): noexec mount (EPERM), GUEST_MEMFD_FLAG_MMAP
         (ENODEV), MAP_SHARED (EINVAL); a success is a real shared anonymous mapping. A
@@ -438,6 +479,9 @@ class ModelBackend:
             return self.kernel.mmap(fd, length, prot, flags, offset)
         try:
             self.check("mmap.length", length == 0, "guest_memfd")
+            kind = flags & MAP_TYPE
+            self.check("mmap.type", kind not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE), "guest_memfd")
+            self.check("mmap.validate", kind == MAP_SHARED_VALIDATE and bool(flags & MAP_SYNC), "guest_memfd", errno.EOPNOTSUPP)
             self.check("mmap.noexec", bool(prot & _mmap.PROT_EXEC), "guest_memfd", errno.EPERM)
             no_mmap = not gmem.flags & self.facts.constants.get("GUEST_MEMFD_FLAG_MMAP", 0)
             self.check("mmap.flag", no_mmap, "guest_memfd", errno.ENODEV)

@@ -32,6 +32,7 @@ class Deviation:
     echo: frozenset[str] = frozenset()  # ioctls that write zeros over the struct after success
     write_past: Mapping[str, int] = field(default_factory=dict)  # ioctl → bytes written past the struct
     blksize: int | None = None  # st_blksize of a guest_memfd instead of the page size
+    narrow: Mapping[str, int] = field(default_factory=dict)  # check → mask its argument is cut to (a long read as an int)
 
     def skips(self, check: str, fd: str) -> bool:
         return check in self.skip or f"{fd}:{check}" in self.skip

@@ -75,6 +75,8 @@ def _deviation(name: str, raw: dict[str, Any]) -> Deviation:
             if bad:
                 raise MutantError(f"{CATALOGUE}: mutant {name}: cap modes {bad} are not one of {CAP_MODES}")
             args[key] = dict(value)
+        elif key == "narrow":
+            args[key] = {check: (1 << int(bits)) - 1 for check, bits in value.items()}
         elif key == "aliases":
             args[key] = tuple((str(a), str(d), int(s)) for a, d, s in value)
         elif key == "extra_fds":

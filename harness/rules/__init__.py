@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from harness.abi.facts import Struct
+from harness.abi.fdkind import FdKind
 from harness.abi.linux import (
     FALLOC_FL_COLLAPSE_RANGE,
     FALLOC_FL_INSERT_RANGE,
@@ -27,10 +28,12 @@ from harness.abi.linux import (
     MAP_PRIVATE,
     MAP_SHARED,
     MAP_SHARED_VALIDATE,
+    MAP_SYNC,
     MAP_TYPE,
     PAGE_SIZE,
     PROT_EXEC,
     S64_MAX,
+    S_IFREG,
     U64,
     as_s64,
     wraps,
@@ -148,11 +151,19 @@ def create_guest_memfd(values: Mapping[str, int], struct: Struct, supported_flag
 
 
 def create_vm(vm_type: int, vm_types: int) -> Expect:
-    """KVM_CREATE_VM: "type not in KVM_CAP_VM_TYPES bitmask → EINVAL"."""
+    """KVM_CREATE_VM: "type not in KVM_CAP_VM_TYPES bitmask → EINVAL"; the type is an
+    unsigned long compared whole (kvm_is_vm_type_supported: type < 32 and its bit set)."""
     rule = "KVM_CREATE_VM rules"
     if not 0 <= vm_type < 64 or not (vm_types >> vm_type) & 1:
         return Expect(errno.EINVAL, rule, "type not in the KVM_CAP_VM_TYPES bitmask → EINVAL")
     return Expect(0, rule, "an advertised type → a new VM fd")
+
+
+def unknown_cap(number: int) -> Expect:
+    """KVM_CHECK_EXTENSION "returns 0 for an unsupported extension"; the argument is a
+    long compared whole (kvm_vm_ioctl_check_extension_generic's switch), so a number with
+    bits above 31 names no cap, whatever its low 32 bits."""
+    return Expect(0, "KVM_CHECK_EXTENSION rules", f"0x{number:x} is no cap number → 0")
 
 
 MAX_GPA_BITS = 52  # kvm_mmu_max_gfn() without TDP; with TDP the host's MAXPHYADDR (HostLimits)
@@ -310,13 +321,20 @@ def guest_memfd_fallocate(mode: int, offset: int, length: int, file_size: int, p
     return Expect(0, rule, "allocating inside the file → 0")
 
 
-def guest_memfd_mmap(gmem_flags: int, map_flags: int, prot: int, mmap_flag: int) -> Expect:
+def guest_memfd_mmap(gmem_flags: int, map_flags: int, prot: int, mmap_flag: int, length: int = 1) -> Expect:
     """mmap of a guest_memfd: "only with GUEST_MEMFD_FLAG_MMAP (else ENODEV) and
-    MAP_SHARED (a private mapping → EINVAL)"; the guest_memfd mount is noexec, so
-    PROT_EXEC → EPERM before either (do_mmap)."""
+    MAP_SHARED (a private mapping → EINVAL)"; before kvm_gmem_mmap, do_mmap's own checks:
+    length 0 → EINVAL, a map type that is neither → EINVAL, MAP_SHARED_VALIDATE with a
+    flag the file lacks (MAP_SYNC) → EOPNOTSUPP, and the noexec guest_memfd mount makes
+    PROT_EXEC → EPERM. Any offset maps (kvm_gmem_mmap checks none; a fault past the end
+    is SIGBUS), PROT_NONE too."""
     rule = "guest_memfd mmap rules"
+    if length == 0:
+        return Expect(errno.EINVAL, rule, "length 0 → EINVAL (do_mmap)")
     if (map_flags & MAP_TYPE) not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
         return Expect(errno.EINVAL, rule, "neither MAP_SHARED nor MAP_PRIVATE → EINVAL (do_mmap)")
+    if (map_flags & MAP_TYPE) == MAP_SHARED_VALIDATE and map_flags & MAP_SYNC:
+        return Expect(errno.EOPNOTSUPP, rule, "MAP_SHARED_VALIDATE with MAP_SYNC, which the file does not support → EOPNOTSUPP")
     if prot & PROT_EXEC:
         return Expect(errno.EPERM, rule, "PROT_EXEC on the noexec guest_memfd mount → EPERM")
     if not gmem_flags & mmap_flag:
@@ -326,21 +344,41 @@ def guest_memfd_mmap(gmem_flags: int, map_flags: int, prot: int, mmap_flag: int)
     return Expect(0, rule, "MAP_SHARED of an MMAP guest_memfd → a mapping")
 
 
+POSITIONED = ("pread", "pwrite", "preadv")
+
+
 def guest_memfd_io(call: str, offset: int = 0) -> Expect:
-    """read/write and pread/pwrite on a guest_memfd: "read and write → EINVAL (no read or
-    write operations); pread and pwrite → ESPIPE (not seekable)"; a negative position
-    → EINVAL first (ksys_pread64)."""
+    """The guest_memfd file's other calls (kvm_gmem_fops has mmap, open, release and
+    fallocate only): "read and write → EINVAL (no read or write operations); pread and
+    pwrite → ESPIPE (not seekable)"; readv and preadv as read and pread; a negative
+    position → EINVAL first (ksys_pread64, do_preadv); lseek → ESPIPE (no llseek);
+    ftruncate and fchmod reach kvm_gmem_setattr, which refuses every change → EINVAL;
+    FIONREAD → ENOTTY: do_vfs_ioctl answers it only for regular files that are not anon
+    inodes, and hands it to the file, which has no ioctl."""
     rule = "guest_memfd file rules"
-    if call in ("pread", "pwrite") and as_s64(offset) < 0:
+    if call in POSITIONED and as_s64(offset) < 0:
         return Expect(errno.EINVAL, rule, f"{call} at a negative position → EINVAL")
-    if call in ("pread", "pwrite"):
+    if call in (*POSITIONED, "lseek"):
         return Expect(errno.ESPIPE, rule, f"{call} → ESPIPE (not seekable)")
+    if call == "FIONREAD":
+        return Expect(errno.ENOTTY, rule, "FIONREAD → ENOTTY (an anon inode: the file has no ioctl)")
+    if call in ("ftruncate", "fchmod"):
+        return Expect(errno.EINVAL, rule, f"{call} → EINVAL (kvm_gmem_setattr refuses every change)")
     return Expect(errno.EINVAL, rule, f"{call} → EINVAL (no read or write operations)")
 
 
+def close_on_exec(kind: FdKind) -> bool:
+    """Which fds KVM makes close-on-exec: a VM's and a vCPU's (get_unused_fd_flags and
+    anon_inode_getfd with O_CLOEXEC), not a guest_memfd (kvm_gmem_create:
+    get_unused_fd_flags(0)); api.rst says nothing of either."""
+    return kind != FdKind.GUEST_MEMFD
+
+
 def guest_memfd_fstat(size: int, page: int) -> dict[str, int]:
-    """fstat of a guest_memfd: "st_size is the size asked for, st_blksize the page size"."""
-    return {"st_size": size, "st_blksize": page}
+    """fstat of a guest_memfd: "st_size is the size asked for, st_blksize the page size";
+    a regular file of mode 0600 (alloc_anon_inode's S_IRUSR | S_IWUSR, S_IFREG added by
+    __kvm_gmem_create)."""
+    return {"st_size": size, "st_blksize": page, "st_mode": S_IFREG | 0o600}
 
 
 def absent_ioctl(name: str, fd_label: str) -> Expect:

@@ -43,6 +43,9 @@ FILE_CALLS = (
     FileCall("guest_memfd fallocate", "fallocate", "guest_memfd_fallocate",
              "fallocate on a guest_memfd: modes, alignment, allocation inside the file"),
     FileCall("guest_memfd mmap", "mmap", "guest_memfd_mmap", "mmap of a guest_memfd: noexec, GUEST_MEMFD_FLAG_MMAP, MAP_SHARED only"),
-    *(FileCall(f"guest_memfd {c}", c, "guest_memfd_io", "read/write EINVAL, pread/pwrite ESPIPE (EINVAL at a negative position)")
-      for c in ("read", "write", "pread", "pwrite")),
+    *(FileCall(f"guest_memfd {c}", c, "guest_memfd_io",
+               "read/write/readv EINVAL, pread/pwrite/preadv/lseek ESPIPE (EINVAL at a negative position), ftruncate/fchmod EINVAL")
+      for c in ("read", "write", "pread", "pwrite", "readv", "preadv", "lseek", "ftruncate", "fchmod")),
+    FileCall("guest_memfd FIONREAD", "FIONREAD", "guest_memfd_io", "FIONREAD on a guest_memfd: ENOTTY (an anon inode)"),
+    FileCall("fd flags", "fcntl", "close_on_exec", "the VM and vCPU fds are close-on-exec, a guest_memfd is not"),
 )

@@ -21,6 +21,7 @@ FILE_CALLS: tuple[FileCall, ...] = tuple(c for m in FAMILIES for c in getattr(m,
 # Rules of calls that take no struct (the dispatch rules hold for every surface).
 OTHER_RULES: dict[str, str] = {
     "create_vm": "KVM_CREATE_VM: only types in KVM_CAP_VM_TYPES",
+    "unknown_cap": "KVM_CHECK_EXTENSION compares its long argument whole: a number no cap has → 0",
     "absent_ioctl": "the whole number dispatches: another size, direction or fd kind → ENOTTY",
     "bad_pointer": "a NULL, unmapped or partly unreadable struct → EFAULT",
 }
