@@ -71,7 +71,7 @@ def kvm_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-# -- the KVM device: 10, 11, 12 ----------------------------------------------------------
+# -- the KVM device: 10, 11, 12, 13 ------------------------------------------------------
 
 
 def test_device_missing(tmp_path: Path, reports: Path) -> None:
@@ -84,6 +84,13 @@ def test_device_not_a_character_device(tmp_path: Path, reports: Path) -> None:
     plain.write_text("")
     out = kvmconf_run(tmp_path, reports, "--kvm-device", str(plain))
     check(out, 11, reports, "not a character device")
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_a_character_device_that_is_not_kvm(tmp_path: Path, reports: Path, device: str) -> None:
+    """They open read-write and answer every ioctl with ENOTTY: never a green run of skips."""
+    out = kvmconf_run(tmp_path, reports, "--kvm-device", device)
+    check(out, 13, reports, "not a KVM device", "KVM_GET_API_VERSION answered ENOTTY")
 
 
 @pytest.fixture

@@ -21,12 +21,13 @@ from harness.cli.preflight import check_collection, collection_args
 from harness.cli.runs import RunFolder
 from harness.cli.vmrun import run_under_qemu, validate_kernel
 from harness.errors import KvmconfError
+from harness.host.device import check_device
 from harness.paths import REPORTS, ROOT
 from harness.report.compare import add_parser as add_compare_parser
 from harness.report.compare import run as cmd_compare
 from harness.session.backends import backend_names, check_mutant
 from harness.session.interrupts import INTERRUPTED, run_suite
-from harness.session.target import check_device, load_facts
+from harness.session.target import load_facts
 
 EPILOG = ("Exit codes: pytest's (0 passed, 1 a check failed, 2 collection errors, 5 no cases), 130 interrupted, "
           "or kvmconf's for bad input (README: Exit codes).")

@@ -19,10 +19,11 @@ from harness.cases import tables
 from harness.cases.expectations import NONE, Expectations, for_release, load
 from harness.errors import ExpectationsUnknownCases, KvmconfError
 from harness.host.caps import CapTable
+from harness.host.device import check_device
 from harness.paths import SUITES
 from harness.session.backends import backend_names, make_backend
 from harness.session.engine import Case
-from harness.session.target import Target, check_device, load_facts, make_target
+from harness.session.target import Target, load_facts, make_target
 
 TARGET_KEY = pytest.StashKey[Target]()
 EXPECT_KEY = pytest.StashKey[Expectations]()

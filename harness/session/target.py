@@ -6,9 +6,6 @@ that names the symbol, or the cap and the fd it asked.
 
 from __future__ import annotations
 
-import errno
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +13,6 @@ import pytest
 
 from harness.abi.facts import AbiFacts, Ioctl
 from harness.abi.profile import DEFAULT_PROFILE, catalogue, load_profile
-from harness.errors import DeviceMissing, DeviceNotCharacter, DevicePermission
 from harness.host.backend import Backend
 from harness.host.caps import CapTable, probe_caps
 from harness.host.fds import Kvm, Vm, vm_label
@@ -25,28 +21,6 @@ from harness.host.usermem import PAGE_SIZE
 from harness.rules import KernelData
 
 SYSTEM_LABEL = "/dev/kvm"
-
-
-def check_device(path: str) -> None:
-    """One clear line for each way the KVM device can be unusable."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DeviceMissing(
-            f"{path}: no such device; load KVM (modprobe kvm_intel or kvm_amd) or give --kvm-device PATH"
-        ) from None
-    except PermissionError:
-        raise DevicePermission(f"{path}: permission denied; add your user to the kvm group or run as root") from None
-    if not stat.S_ISCHR(st.st_mode):
-        raise DeviceNotCharacter(f"{path}: not a character device; --kvm-device must name the KVM device node")
-    try:
-        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
-    except PermissionError:
-        raise DevicePermission(
-            f"{path}: permission denied opening it read-write; add your user to the kvm group or run as root"
-        ) from None
-    except OSError as e:
-        raise DeviceMissing(f"{path}: cannot be opened ({errno.errorcode.get(e.errno or 0, e)}); is KVM loaded?") from None
 
 
 def load_facts(profile: str = DEFAULT_PROFILE, header: str | None = None) -> AbiFacts:
