@@ -17,7 +17,7 @@ from harness import errors
 from harness.abi.facts import AbiFacts
 from harness.abi.profile import load_profile
 from harness.cli.runs import RunFolder
-from harness.errors import DeviceMissing, DeviceNotCharacter, KvmconfError
+from harness.errors import DeviceMissing, DeviceNotCharacter
 from harness.host.backend import KernelBackend, describe, errno_name
 from harness.host.caps import CapTable, probe_caps, vm_types_of
 from harness.host.device import check_device

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli.runs import RunFolder
 from harness.paths import ROOT
 from harness.session.interrupts import stop_signals
 
@@ -105,6 +104,6 @@ def test_the_signal_handlers_are_put_back(tmp_path: Path, signame: str) -> None:
     """Whatever runs after a run in the same process gets the usual behaviour back."""
     sig = signal.Signals[signame]
     before = signal.getsignal(sig)
-    with stop_signals(RunFolder(tmp_path)):
+    with stop_signals():
         assert signal.getsignal(sig) is not before
     assert signal.getsignal(sig) is before

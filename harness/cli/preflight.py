@@ -28,16 +28,21 @@ class CollectionAbort(KvmconfError):
 
 
 class _AbortCatcher:
-    """Keeps the message and code of a `pytest.exit` from the plugin."""
+    """Keeps the message and code of a `pytest.exit` from the plugin, and a Ctrl-C,
+    which pytest would otherwise turn into an exit code of its collection."""
 
     def __init__(self) -> None:
         self.abort: tuple[str, int] | None = None
+        self.interrupted = False
 
     @pytest.hookimpl
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         exc = excinfo.value
-        if isinstance(exc, pytest.exit.Exception) and exc.returncode is not None:
-            self.abort = (exc.msg, int(exc.returncode))
+        if isinstance(exc, pytest.exit.Exception):
+            if exc.returncode is not None:
+                self.abort = (exc.msg, int(exc.returncode))
+        else:
+            self.interrupted = True
 
 
 def collection_args(args: argparse.Namespace) -> list[str]:
@@ -62,5 +67,7 @@ def check_collection(args: argparse.Namespace) -> None:
     argv = [str(ROOT / "suites"), f"--rootdir={ROOT}", "-p", "no:cacheprovider", "-p", "no:terminal", "--collect-only",
             *collection_args(args)]
     pytest.main(argv, plugins=[catcher])
+    if catcher.interrupted:
+        raise KeyboardInterrupt
     if catcher.abort is not None and catcher.abort[1] >= KvmconfError.exit_code:
         raise CollectionAbort(*catcher.abort)

@@ -44,7 +44,8 @@ def check_device(path: str) -> None:
             f"{path}: no such device; load KVM (modprobe kvm_intel or kvm_amd) or give --kvm-device PATH"
         ) from None
     except PermissionError:
-        raise DevicePermission(f"{path}: permission denied (a folder on the way cannot be searched); run as root or give --kvm-device PATH") from None
+        raise DevicePermission(f"{path}: permission denied (a folder on the way cannot be searched); "
+                               "run as root or give --kvm-device PATH") from None
     if not stat.S_ISCHR(st.st_mode):
         raise DeviceNotCharacter(f"{path}: not a character device; --kvm-device must name the KVM device node")
     backend = KernelBackend()
