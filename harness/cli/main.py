@@ -37,6 +37,7 @@ from harness.session.target import load_facts
 EPILOG = ("Exit codes: pytest's (0 passed, 1 a check failed, 2 collection errors, 5 no cases), 130 interrupted, "
           "or kvmconf's for bad input (README: Exit codes).")
 MAX_SECONDS = 7 * 24 * 3600.0  # pytest-timeout and the guest's timer take a C time: a week is plenty
+COLLECT_ONLY = {"--collect-only", "--co"}
 VERBOSITY = re.compile(r"^(?:-[vq]+|--verbose|--quiet|--verbosity(?:=.*)?)$")
 
 
@@ -162,18 +163,20 @@ def validate(args: argparse.Namespace) -> None:
     check_collection(args)  # e.g. findings that name no case: known only once the cases are collected
 
 
-def suite_args(args: argparse.Namespace, out: Path) -> list[str]:
+def suite_args(args: argparse.Namespace, out: Path | None) -> list[str]:
+    """pytest's arguments for the suites, reporting into `out` (None: no reports)."""
     argv = [
         str(ROOT / "suites"),
         f"--rootdir={ROOT}",
         *collection_args(args),
-        f"--kvmconf-run-dir={out}",  # harness.session.report_plugin: report.html, junit.xml, results.jsonl, results.ktap, kcidb.json
         f"--timeout={args.case_timeout:g}", "--timeout-method=signal",  # harness.session.health names it a hang
     ]
+    if out is not None:  # harness.session.report_plugin: report.html, junit.xml, results.jsonl, results.ktap, kcidb.json
+        argv.append(f"--kvmconf-run-dir={out}")
     if args.output_dir:  # the guest sees the project read-only: no cache, so no --lf there
         argv += ["-p", "no:cacheprovider"]
-    else:  # --lf and --ff read it; beside the run folders, not in the project
-        argv += ["-o", f"cache_dir={Path(args.reports) / CACHE_DIR}"]
+    else:  # --lf and --ff read it (pyproject's addopts, which turn it off for the project's tests, do not apply here)
+        argv += ["-o", "addopts=", "-o", f"cache_dir={Path(args.reports) / CACHE_DIR}"]
     if not any(VERBOSITY.match(a) for a in args.pytest_args):
         argv.append("-q")  # the user's -v or -q decides instead
     if args.fuzz_examples:
@@ -192,6 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return run_under_qemu(args)
         if args.output_dir:  # inside the guest: the host owns the run folder
             return int(pytest.main(suite_args(args, Path(args.output_dir))))
+        if COLLECT_ONLY & set(args.pytest_args):  # lists the cases: no run, so no run folder
+            return int(pytest.main(suite_args(args, None)))
         run = RunFolder(Path(args.reports))
         signals.run = run
         done = run_suite(run, suite_args(args, run.path), signals)
