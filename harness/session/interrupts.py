@@ -26,6 +26,7 @@ import pytest
 
 from harness.cli.runs import RunFolder
 from harness.errors import ReportsNotWritable
+from harness.host.files import WRITE_ERRORS
 
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 SHOWN = 3
@@ -81,6 +82,13 @@ class RunTracker:
             self.interrupted = True
         else:
             self.stopped_early = str(excinfo.value) or "-x or --maxfail"
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_internalerror(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """A report writer that met a full disk: raised on, past pytest's INTERNALERROR
+        traceback, for `run_suite` to say in one line."""
+        if isinstance(excinfo.value, OSError) and excinfo.value.errno in WRITE_ERRORS:
+            raise excinfo.value
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_sessionfinish(self) -> Generator[None, None, None]:
@@ -156,8 +164,12 @@ def run_suite(run: RunFolder, argv: list[str], signals: Signals) -> SuiteRun:
     except KeyboardInterrupt:  # came before pytest's session began: it did not catch it
         tracker.interrupted = True
         code = INTERRUPTED
-    except OSError as e:  # a report writer failed (the disk filled up): nothing it wrote is sure to be whole
-        run.abandon()
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            run.mark_incomplete("the run stopped before pytest finished")
+            raise
+        run.abandon()  # a report writer failed (the disk filled up): nothing it wrote is sure to be whole
+        sys.stderr.write("\n")  # the progress line is still open
         raise ReportsNotWritable(f"{run.reports}: the reports could not be written ({e.strerror}); "
                                  "nothing of the run was kept; free space or give --reports DIR") from None
     except BaseException:
