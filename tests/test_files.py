@@ -23,6 +23,7 @@ from harness.host.files import partial_name, write_atomic
 from harness.paths import ROOT
 
 FAULTS = [OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()]
+FAULT_IDS = ["ENOSPC", "EIO", "signal"]
 
 
 class FailingFile:
@@ -43,7 +44,7 @@ class FailingFile:
         raise self.fault
 
 
-@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: type(f).__name__ + (f"-{errno.errorcode[f.errno]}" if isinstance(f, OSError) else ""))
+@pytest.mark.parametrize("fault", FAULTS, ids=FAULT_IDS)
 def test_a_write_that_fails_leaves_neither_a_cut_file_nor_its_partial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       fault: BaseException) -> None:
     target = tmp_path / "kcidb.json"
