@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from harness.host import files
 from harness.host.files import partial_name, write_atomic
 from harness.paths import ROOT
 
@@ -66,7 +65,7 @@ def test_a_failed_rename_leaves_no_partial(tmp_path: Path, monkeypatch: pytest.M
     def no_rename(src: Any, dst: Any) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(files.os, "replace", no_rename)
+    monkeypatch.setattr(os, "replace", no_rename)
     with pytest.raises(OSError):
         write_atomic(tmp_path / "results.ktap", "TAP version 14\n")
     assert list(tmp_path.iterdir()) == []
