@@ -47,7 +47,7 @@ class _AbortCatcher:
         if isinstance(exc, pytest.exit.Exception):
             if exc.returncode is not None:
                 self.abort = (exc.msg, int(exc.returncode))
-        else:
+        elif type(exc) is KeyboardInterrupt:  # not pytest's Session.Interrupted, which collection errors raise
             self.interrupted = True
 
 

@@ -75,12 +75,13 @@ class RunTracker:
 
     @pytest.hookimpl
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
-        """A signal, or pytest stopping itself: xdist ends `-x` and `--maxfail` with a KeyboardInterrupt too."""
+        """A signal, or pytest stopping itself: xdist ends `-x` and `--maxfail` with a
+        KeyboardInterrupt, and pytest collection errors (exit 2) with its Session.Interrupted."""
         if not excinfo.errisinstance(KeyboardInterrupt):  # pytest.exit comes here too
             return
         if self.signals.received:
             self.interrupted = True
-        else:
+        elif not excinfo.errisinstance(pytest.Session.Interrupted):
             self.stopped_early = str(excinfo.value) or "-x or --maxfail"
 
     @pytest.hookimpl(tryfirst=True)
