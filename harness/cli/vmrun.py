@@ -17,9 +17,9 @@ from pathlib import Path
 
 from harness.cli.runs import RunFolder
 from harness.paths import ROOT
-from harness.qemu.errors import GuestError
+from harness.qemu.errors import GuestError, NotBootableKernelError
 from harness.qemu.kernel import find_kernel
-from harness.qemu.runner import qemu_binary, run_in_qemu
+from harness.qemu.runner import build_init, qemu_binary, run_in_qemu
 
 _FIRST_CASE = re.compile(r"^1/\d+ cases$")
 
@@ -34,9 +34,14 @@ def kernel_header(args: argparse.Namespace) -> str | None:
 
 
 def validate_kernel(args: argparse.Namespace) -> None:
-    """The kernel is bootable and QEMU is there; the header found in its folder is used."""
-    find_kernel(Path(args.kernel))
+    """The kernel is bootable, QEMU is there and gcc built the guest's init (once, cached),
+    all before a run folder exists; the header found in the kernel's folder is used."""
+    kernel = Path(args.kernel)
+    if kernel.exists() and not (kernel.is_file() or kernel.is_dir()):  # a FIFO would block the read forever
+        raise NotBootableKernelError(f"{kernel}: not a regular file or a folder, so not a kernel image")
+    find_kernel(kernel)
     qemu_binary()
+    build_init()
     args.kvm_header = kernel_header(args)
 
 
