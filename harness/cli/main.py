@@ -209,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def settle(run: RunFolder, done: SuiteRun) -> int:
     """Publish, mark or remove the run folder after pytest ended; the run's exit code."""
     code, tracker = done.code, done.tracker
-    if tracker.interrupted:  # the folder is marked incomplete and the unfinished cases named
+    if tracker.interrupted and (tracker.unfinished() or not tracker.collected):  # marked incomplete, the unfinished named
         return report_interrupted(run, tracker, done.signals.received[0])
     if code in (3, 4) or code >= 9 or not tracker.finished:  # an error, or nothing ran (--collect-only, -k nomatch)
         run.abandon()
@@ -224,7 +224,7 @@ def settle(run: RunFolder, done: SuiteRun) -> int:
         return 1 if tracker.stopped_early else code  # xdist says 2 (interrupted) for its -x; pytest alone says 1
     final = run.finish()
     print(f"reports: {final}")
-    if done.signals.received:  # it came while the reports were written: they were finished first
+    if done.signals.received:  # it came once every case had finished: the reports were written first
         print(f"kvmconf: {done.signals.received[0]} came after every case had finished; the reports were written first",
               file=sys.stderr)
         return INTERRUPTED
