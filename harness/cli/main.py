@@ -238,12 +238,14 @@ def cmd_test(args: argparse.Namespace) -> int:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line; a pytest option given before `--` gets a hint instead of the usage."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "test":
+    words = sys.argv[1:] if argv is None else argv
+    args, extra = parser.parse_known_args(words)
+    if args.command == "test":  # everything after `test` is pytest's, in its order (`-p NAME` stays a pair)
+        rest = words[words.index("test") + 1:]
+        args.pytest_args = rest[1:] if rest[:1] == ["--"] else rest
+    elif extra:
         hint = f"; pytest's options go after --: kvmconf {args.command} -- {' '.join(extra)}" if extra[0].startswith("-") else ""
         parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
-    if extra:
-        args.pytest_args = [*extra, *args.pytest_args]
     return args
 
 
