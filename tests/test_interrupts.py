@@ -56,7 +56,7 @@ def interrupt_run(tmp_path: Path, workers: str, *signals: signal.Signals, group:
             proc.send_signal(sig)
         time.sleep(0.05)
     rest, _ = proc.communicate(timeout=120)
-    folders = [p for p in reports.iterdir() if p.name != "latest"]
+    folders = [p for p in reports.iterdir() if p.name not in ("latest", ".cache")]
     assert len(folders) == 1, folders
     return Stopped(proc.returncode, (out + rest).decode(), folders[0])
 
