@@ -192,7 +192,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     with stop_signals() as signals:  # from the first check on: a Ctrl-C is never swallowed
         validate(args)
         if args.kernel:
-            return run_under_qemu(args)
+            try:
+                return run_under_qemu(args)
+            except KeyboardInterrupt:  # vmrun marked the run folder, if it had made one
+                print(f"kvmconf: interrupted: the QEMU run was stopped; a run folder it made is marked incomplete in {args.reports}",
+                      file=sys.stderr)
+                return INTERRUPTED
         if args.output_dir:  # inside the guest: the host owns the run folder
             return int(pytest.main(suite_args(args, Path(args.output_dir))))
         if COLLECT_ONLY & set(args.pytest_args):  # lists the cases: no run, so no run folder
