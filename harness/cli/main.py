@@ -1,7 +1,7 @@
 """`kvmconf`: run the conformance suite, or the project's own tests.
 
-Bad input ends with one line on stderr and a distinct exit code (see README); no
-traceback, and no half-written run folder under reports/.
+Bad input ends with one line on stderr and its exit code (`harness.errors.EXIT_CODES`,
+shown in the README); no traceback, and no half-written run folder under reports/.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from harness.session.backends import backend_names, check_mutant
 from harness.session.interrupts import INTERRUPTED, SuiteRun, report_interrupted, run_suite, stop_signals
 from harness.session.target import load_facts
 
-EPILOG = ("Exit codes: pytest's (0 passed, 1 a check failed, 2 collection errors, 5 no cases), 130 interrupted, "
-          "or kvmconf's for bad input (README: Exit codes).")
+EPILOG = ("Exit codes: 0 every case passed, 1 a case failed, 2 collection errors, 4 usage, 5 no case selected, "
+          "130 interrupted, 10 and up a bad input of its own (README: Exit codes).")
 MAX_SECONDS = 7 * 24 * 3600.0  # pytest-timeout and the guest's timer take a C time: a week is plenty
 COLLECT_ONLY = {"--collect-only", "--co"}
 VERBOSITY = re.compile(r"^(?:-[vq]+|--verbose|--quiet|--verbosity(?:=.*)?)$")
@@ -216,7 +216,7 @@ def settle(run: RunFolder, done: SuiteRun) -> int:
     code, tracker = done.code, done.tracker
     if tracker.interrupted and (tracker.unfinished() or not tracker.collected):  # marked incomplete, the unfinished named
         return report_interrupted(run, tracker, done.signals.received[0])
-    if code in (3, 4) or code >= 9 or not tracker.finished:  # an error, or nothing ran (--collect-only, -k nomatch)
+    if code in (3, 4) or code >= 9 or (code in (0, 5) and not tracker.finished):  # an error, or no case ran
         run.abandon()
         if code == 5:
             raise NothingSelected("no case selected (by -k or pytest's options): nothing ran, no run folder was made")
