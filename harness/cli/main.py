@@ -215,7 +215,7 @@ def settle(run: RunFolder, done: SuiteRun) -> int:
     """Publish, mark or remove the run folder after pytest ended; the run's exit code."""
     code, tracker = done.code, done.tracker
     if tracker.interrupted and (tracker.unfinished() or not tracker.collected):  # marked incomplete, the unfinished named
-        return report_interrupted(run, tracker, done.signals.received[0])
+        return report_interrupted(run, tracker, (done.signals.received or ["SIGINT"])[0])
     if code in (3, 4) or code >= 9 or (code in (0, 5) and not tracker.finished):  # an error, or no case ran
         run.abandon()
         if code == 5:
