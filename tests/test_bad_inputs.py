@@ -71,7 +71,7 @@ def kvm_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-# -- the KVM device: 10, 11, 12 ----------------------------------------------------------
+# -- the KVM device: 10, 11, 12, 13 ------------------------------------------------------
 
 
 def test_device_missing(tmp_path: Path, reports: Path) -> None:
@@ -84,6 +84,13 @@ def test_device_not_a_character_device(tmp_path: Path, reports: Path) -> None:
     plain.write_text("")
     out = kvmconf_run(tmp_path, reports, "--kvm-device", str(plain))
     check(out, 11, reports, "not a character device")
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_a_character_device_that_is_not_kvm(tmp_path: Path, reports: Path, device: str) -> None:
+    """They open read-write and answer every ioctl with ENOTTY: never a green run of skips."""
+    out = kvmconf_run(tmp_path, reports, "--kvm-device", device)
+    check(out, 13, reports, "not a KVM device", "KVM_GET_API_VERSION answered ENOTTY")
 
 
 @pytest.fixture
@@ -115,6 +122,9 @@ def test_device_without_permission(tmp_path: Path, reports: Path, denied_device:
     device, prefix = denied_device
     out = kvmconf_run(tmp_path, reports, "--kvm-device", device, prefix=prefix)
     check(out, 12, reports, "permission denied")
+    st = os.stat(device)
+    if st.st_mode & 0o060 != 0o060:  # its group may not open it: joining a group would not help, so none is named
+        assert "group" not in out.text, out.text
 
 
 # -- the header probe: 30, 31, 32, 33 ----------------------------------------------------
@@ -227,3 +237,37 @@ def test_qemu_missing(tmp_path: Path, reports: Path) -> None:
         (bin_dir / "gcc").symlink_to(gcc)
     out = kvmconf_run(tmp_path, reports, "--kernel", str(images[-1]), env={"PATH": str(bin_dir)})
     check(out, 25, reports)
+
+
+# -- compare: 70 --------------------------------------------------------------------------
+
+START, FINISH = '{"pytest_version": "9", "$report_type": "SessionStart"}\n', '{"exitstatus": 0, "$report_type": "SessionFinish"}\n'
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"", "empty"),
+    (START.encode(), "cut short"),
+    ((START + FINISH)[:-20].encode(), "its last line is not ended"),
+    ((START + "[1, 2]\n" + FINISH).encode(), ":2: not a pytest-reportlog record"),
+    ((START + '"a string"\n' + FINISH).encode(), ":2: not a pytest-reportlog record"),
+    ((START + "{not json\n" + FINISH).encode(), ":2: not JSON"),
+    (b"\xff\xfe" + START.encode(), "not UTF-8"),
+], ids=["empty", "no-finish", "cut-line", "list", "string", "not-json", "not-utf8"])
+def test_compare_refuses_what_is_not_a_whole_run(tmp_path: Path, content: bytes, words: str) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text(START + FINISH)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    r = subprocess.run([str(KVMCONF), "compare", str(good), str(bad)], capture_output=True, text=True, timeout=120)
+    text = r.stdout + r.stderr
+    assert r.returncode == 70, text
+    assert r.stdout == "" and len(r.stderr.splitlines()) == 1 and "Traceback" not in text, text
+    assert r.stderr.startswith(f"kvmconf: {bad}") and words in r.stderr, text
+
+
+def test_compare_of_two_whole_runs_still_works(tmp_path: Path) -> None:
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text(START + FINISH)
+    r = subprocess.run([str(KVMCONF), "compare", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -63,9 +63,13 @@ def test_kernel_data_defaults_to_73(tmp_path: Path) -> None:
     ('[kernel]\nname = "x"\n[kernel_data]\nrange_bound_errno = "EBOGUS"\n', "range_bound_errno = 'EBOGUS'"),
     ('[kernel]\nname = "x"\n[kernel_data]\nrange_bound_errno = 17\n', "is not an errno name"),
     ('[kernel]\nname = "x"\n[kernel_data]\nrange_bound_errno = "errorcode"\n', "is not an errno name"),
-    ('[kernel]\nname = "x"\n[kernel_data]\nother_errno = "EINVAL"\n', "unknown [kernel_data] keys"),
+    ('[kernel]\nname = "x"\n[kernel_data]\nother_errno = "EINVAL"\n', "unknown key other_errno in [kernel_data]"),
+    # one rule for every table: a typo is refused, never ignored (a misspelt table would drop every finding)
+    ('[kernel]\nname = "x"\n[[findings]]\ncases = ["a"]\nreason = "r"\n', "unknown key findings in the file"),
+    ('[kernel]\nname = "x"\n[[finding]]\ncase = ["a"]\ncases = ["a"]\nreason = "r"\n', "unknown key case in [[finding]] #1"),
+    ('[kernel]\nname = "x"\nrelase = "^6"\n', "unknown key relase in [kernel]; known: name, release"),
 ], ids=["toml", "no-reason", "empty-cases", "cases-not-list", "no-name", "kernel-not-table", "bad-errno-name",
-        "errno-number", "not-an-errno", "unknown-key"])
+        "errno-number", "not-an-errno", "unknown-key", "unknown-table", "unknown-finding-key", "unknown-kernel-key"])
 def test_malformed(tmp_path: Path, text: str, words: str) -> None:
     """Each defect is one line naming the file and what is wrong."""
     path = write(tmp_path, text, "broken-kernel.toml")
@@ -73,6 +77,14 @@ def test_malformed(tmp_path: Path, text: str, words: str) -> None:
         load(path)
     msg = str(e.value)
     assert str(path) in msg and words in msg and "\n" not in msg
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 are one line too, not a UnicodeDecodeError."""
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[kernel]\nname = "caf\xe9"\n')
+    with pytest.raises(ExpectationsMalformed, match=r"not UTF-8 \(byte 0xe9 at offset 20\)"):
+        load(path)
 
 
 def test_missing_file(tmp_path: Path) -> None:

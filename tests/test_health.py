@@ -235,3 +235,60 @@ def test_kernel_log_reads_only_what_comes_after_opening(tmp_path: Path) -> None:
     assert log.take() == ["WARNING: new"]
     assert log.take() == []
     log.close()
+
+
+def test_trouble_between_cases_is_kept_and_fails_the_run_not_a_case(pytester: pytest.Pytester, fakes: list[str]) -> None:
+    """A warning or taint between two watched cases (here from a case that is not watched,
+    as a VM's late teardown would be) is named with the cases on either side."""
+    pytester.makepyfile(HEADER + f"""
+def test_a(target):
+    pass
+
+def test_unwatched():
+    log("4,9,700,-;{WARN}")
+    taint(4096 | 512)
+
+def test_c(target):
+    pass
+""")
+    junit = pytester.path / "junit.xml"
+    html = pytester.path / "report.html"
+    result = pytester.runpytest(*fakes, f"--junitxml={junit}", f"--html={html}")
+    result.assert_outcomes(passed=3)
+    assert result.ret == 1
+    line = ("kvmconf: kernel trouble between test_trouble_between_cases_is_kept_and_fails_the_run_not_a_case.py::test_a and "
+            "test_trouble_between_cases_is_kept_and_fails_the_run_not_a_case.py::test_c: kernel tainted: W (kernel issued warning); "
+            f"kernel log: {WARN}")
+    assert line in result.stdout.lines
+    assert line.removeprefix("kvmconf: kernel trouble ") in junit.read_text()
+    assert 'id="kvmconf-kernel-health"' in html.read_text() and "kernel issued warning" in html.read_text()
+
+
+def test_the_unreadable_log_notice_is_in_the_reports(pytester: pytest.Pytester, fakes: list[str]) -> None:
+    pytester.makepyfile(HEADER + "\ndef test_a(target):\n    pass\n")
+    junit = pytester.path / "junit.xml"
+    result = pytester.runpytest(*fakes, f"--kmsg={pytester.path / 'no-kmsg'}", f"--junitxml={junit}")
+    result.assert_outcomes(passed=1)
+    assert "kernel log attribution is off" in junit.read_text()
+
+
+def test_a_hang_inside_a_property_case_is_a_hang_not_flaky(pytester: pytest.Pytester, fakes: list[str]) -> None:
+    """The drawn example hangs once; hypothesis replays it, it does not hang, and hypothesis
+    would call that flaky: the report says what happened instead."""
+    pytester.makepyfile(HEADER + """
+import time
+from hypothesis import given, settings, strategies as st
+
+CALLS = []
+
+@settings(database=None, deadline=None, max_examples=5)
+@given(st.integers())
+def test_drawn(value):
+    CALLS.append(value)
+    if len(CALLS) == 1:
+        time.sleep(30)
+""")
+    result = pytester.runpytest(*fakes, "--timeout=1", "--timeout-method=signal")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["FAILED *test_drawn - hang: no answer within 1 s (in a drawn example; hypothesis, "
+                                 "replaying it, called it Flaky*"])

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli.runs import RunFolder
 from harness.paths import ROOT
 from harness.session.interrupts import stop_signals
 
@@ -57,7 +56,7 @@ def interrupt_run(tmp_path: Path, workers: str, *signals: signal.Signals, group:
             proc.send_signal(sig)
         time.sleep(0.05)
     rest, _ = proc.communicate(timeout=120)
-    folders = [p for p in reports.iterdir() if p.name != "latest"]
+    folders = [p for p in reports.iterdir() if p.name not in ("latest", ".cache")]
     assert len(folders) == 1, folders
     return Stopped(proc.returncode, (out + rest).decode(), folders[0])
 
@@ -105,6 +104,73 @@ def test_the_signal_handlers_are_put_back(tmp_path: Path, signame: str) -> None:
     """Whatever runs after a run in the same process gets the usual behaviour back."""
     sig = signal.Signals[signame]
     before = signal.getsignal(sig)
-    with stop_signals(RunFolder(tmp_path)):
+    with stop_signals():
         assert signal.getsignal(sig) is not before
     assert signal.getsignal(sig) is before
+
+
+# -- a signal at each phase of a run, sent from inside it (deterministic) ------------------
+
+SIGNAL_AT = """
+import os, signal, sys
+import pytest
+from harness.cli.main import main
+
+phase, signame = sys.argv[1], sys.argv[2]
+calls = []
+real_main = pytest.main
+
+
+class SendSignal:
+    def pytest_collection_finish(self, session):
+        if phase == "preflight":
+            os.kill(os.getpid(), signal.Signals[signame])
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session):
+        if phase == "reports":
+            os.kill(os.getpid(), signal.Signals[signame])
+
+
+def patched(argv, plugins=()):
+    calls.append(argv)
+    first_of_phase = (phase == "preflight" and len(calls) == 1) or (phase == "reports" and len(calls) == 2)
+    return real_main(argv, plugins=[*plugins, *([SendSignal()] if first_of_phase else [])])
+
+
+pytest.main = patched
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def signal_at(tmp_path: Path, phase: str, signame: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    reports = tmp_path / "reports"
+    python = ROOT / ".venv" / "bin" / "python"
+    r = subprocess.run([str(python), "-c", SIGNAL_AT, phase, signame, "run", "--reports", str(reports), "--backend", "model",
+                        "-n", "0", "-k", "test_sizing"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={**os.environ, "HOME": str(tmp_path)})
+    return r, reports
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_preflight_stops_with_130_and_no_folder(tmp_path: Path, signame: str) -> None:
+    r, reports = signal_at(tmp_path, "preflight", signame)
+    assert r.returncode == 130, r.stdout + r.stderr
+    assert r.stderr == "kvmconf: interrupted before the run started: no run folder was made\n", r.stderr
+    assert not reports.exists() or not any(reports.iterdir())
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_reports_are_written_waits_for_them(tmp_path: Path, signame: str) -> None:
+    """Every case had finished: the reports are written whole, then the run exits 130."""
+    r, reports = signal_at(tmp_path, "reports", signame)
+    assert r.returncode == 130, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "Unraisable" not in r.stderr, r.stderr
+    assert f"kvmconf: {signame} came after every case had finished; the reports were written first" in r.stderr
+    (folder,) = [p for p in reports.iterdir() if not p.name.startswith(".") and p.name != "latest"]
+    assert not folder.name.endswith(".incomplete")
+    for name in ("report.html", "junit.xml", "results.jsonl", "results.ktap", "kcidb.json"):
+        assert (folder / name).stat().st_size > 0, name
+    ET.parse(folder / "junit.xml")
+    assert (folder / "report.html").read_text().rstrip().endswith("</html>")
+    assert not list(folder.glob(".*.partial"))

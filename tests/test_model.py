@@ -24,13 +24,14 @@ from harness.cases import tables
 from harness.cases.expectations import Expectations, for_release
 from harness.errors import KvmconfError
 from harness.host.backend import KernelBackend, describe
+from harness.host.device import check_device
 from harness.model.backend import ModelBackend
 from harness.model.mutants import MutantError
 from harness.rules import create_vm
 from harness.session.backends import make_backend
 from harness.session.engine import Case, Outcome, run_ioctl_case, run_null_case
 from harness.session.gmemfile import run_file_case
-from harness.session.target import Target, check_device, make_target
+from harness.session.target import Target, make_target
 
 Runner = Callable[[Target, Case], Outcome]
 TABLES: dict[str, Runner] = {

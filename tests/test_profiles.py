@@ -17,7 +17,7 @@ from harness.abi.facts import AbiFacts, Struct
 from harness.abi.fdkind import FdKind
 from harness.abi.ioc import ASM_GENERIC, Dir
 from harness.abi.profile import KVMIO, catalogue, known_profiles, load_profile, profile_summary
-from harness.errors import ProfileUnknown
+from harness.errors import ProfileMalformed, ProfileUnknown
 from harness.host.cstruct import CTYPES, ctype_of
 
 U64 = (1 << 64) - 1
@@ -202,6 +202,33 @@ def test_unknown_profile_lists_known_ones() -> None:
     for name in known_profiles():
         assert name in msg
     assert e.value.exit_code == ProfileUnknown.exit_code
+
+
+@pytest.mark.parametrize("given", ["ABSOLUTE", "../../../pyproject", "./released"])
+def test_a_path_is_never_a_profile(tmp_path: Path, given: str) -> None:
+    """--profile names a file of the profiles folder; a path to any TOML is refused."""
+    if given == "ABSOLUTE":
+        (tmp_path / "mine.toml").write_text("[caps]\n")
+        given = str(tmp_path / "mine")
+    with pytest.raises(ProfileUnknown, match="a profile is a name, not a path"):
+        load_profile(given)
+
+
+@pytest.mark.parametrize("text", [b"", b"[caps\n", b"summary = \"caf\xe9\"\n"], ids=["empty", "malformed", "not-utf8"])
+def test_a_malformed_profile_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: bytes) -> None:
+    (tmp_path / "broken.toml").write_bytes(text)
+    monkeypatch.setattr(profile_mod, "PROFILE_DIR", tmp_path)
+    profile_mod.clear_caches()
+    try:
+        if text:
+            with pytest.raises(ProfileMalformed, match=r"broken\.toml: profile broken is not valid TOML") as e:
+                load_profile("broken")
+            assert "\n" not in str(e.value)
+        else:  # an empty profile is valid TOML and defines nothing: the suite then skips what it lacks
+            assert load_profile("broken").ioctls == {}
+    finally:
+        monkeypatch.undo()
+        profile_mod.clear_caches()
 
 
 def test_known_profiles_are_the_files() -> None:

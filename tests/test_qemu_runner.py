@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import GccMissing
 from harness.qemu import initramfs as initramfs_module
 from harness.qemu import runner
 from harness.qemu.errors import (
-    GccMissingError,
     GuestNeverRanError,
     GuestTimeoutError,
     KernelNotFoundError,
@@ -180,9 +180,9 @@ def test_kernel_missing(fake: Path) -> None:
 
 def test_gcc_missing(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(fake / "bin"))
-    with pytest.raises(GccMissingError, match="apt-get install gcc") as caught:
+    with pytest.raises(GccMissing, match="apt-get install gcc") as caught:
         runner.build_init(fake / "cache")
-    assert caught.value.exit_code == 27
+    assert caught.value.exit_code == 33
 
 
 def test_init_is_built_once_and_cached(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from harness.abi.facts import ROLES, SIZES, AbiFacts, Field, Ioctl, Struct
 from harness.abi.fdkind import FdKind
 from harness.abi.ioc import Dir, IocEncoding, host_encoding
-from harness.errors import ProfileUnknown
+from harness.errors import ProfileMalformed, ProfileUnknown
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "released"
@@ -44,11 +44,17 @@ def known_profiles() -> list[str]:
 
 @cache
 def _raw(name: str) -> dict[str, Any]:
+    """A profile by name, one of `known_profiles()`: never a path, so `--profile` reads
+    only the files of the profiles folder."""
+    if name not in known_profiles():
+        path_note = "; a profile is a name, not a path" if "/" in name or name.startswith(".") else ""
+        raise ProfileUnknown(f"unknown profile {name!r}{path_note}; known profiles: {', '.join(known_profiles())}")
     path = PROFILE_DIR / f"{name}.toml"
-    if not path.is_file():
-        raise ProfileUnknown(f"unknown profile {name!r}; known profiles: {', '.join(known_profiles())}")
-    with path.open("rb") as fh:
-        data = tomllib.load(fh)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ProfileMalformed(f"{path}: profile {name} is not valid TOML ({e})") from None
     parent = data.get("inherits")
     if parent is None:
         return data

@@ -45,10 +45,11 @@ from harness.abi.profile import DEFAULT_PROFILE
 from harness.cli.runs import RunFolder
 from harness.errors import GccMissing
 from harness.host.backend import KernelBackend, describe
+from harness.host.device import check_device
 from harness.host.fds import Kvm, KvmFd
 from harness.paths import REPORTS, ROOT
 from harness.session.backends import backend_names
-from harness.session.target import check_device, load_facts
+from harness.session.target import load_facts
 
 DEFAULT_RUNS = 5
 DEFAULT_CALLS = 200_000

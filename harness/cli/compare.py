@@ -9,6 +9,7 @@ run` prints them, or `latest`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -40,18 +41,46 @@ def resolve(text: str, reports: Path = REPORTS) -> Path:
     return path
 
 
+def whole_records(jsonl: Path, text: str) -> list[str]:
+    """The lines of a results.jsonl that pytest-reportlog wrote to the end: each a JSON
+    object with a `$report_type`, from SessionStart to SessionFinish, each line ended.
+    An empty or cut-short file is no run, and saying so beats comparing half of one."""
+    lines = text.split("\n")
+    if lines[-1]:
+        raise CompareInputError(f"{jsonl}: cut short (its last line is not ended); not a whole results.jsonl")
+    lines.pop()
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise CompareInputError(f"{jsonl}:{number}: not JSON ({e.args[0]}); not a results.jsonl that pytest-reportlog wrote") from None
+        if not isinstance(record, dict) or not isinstance(record.get("$report_type"), str):
+            raise CompareInputError(f"{jsonl}:{number}: not a pytest-reportlog record (a JSON object with $report_type)")
+    kinds = [json.loads(lines[0])["$report_type"], json.loads(lines[-1])["$report_type"]] if lines else []
+    if kinds != ["SessionStart", "SessionFinish"]:
+        raise CompareInputError(f"{jsonl}: {'empty' if not lines else 'cut short'} (a run's results.jsonl goes from SessionStart "
+                                "to SessionFinish); not a whole run")
+    return lines
+
+
 def load(path: Path) -> Run:
-    """A run folder (its results.jsonl) or a results.jsonl file."""
+    """A run folder (its results.jsonl) or a results.jsonl file, whole: one line and exit
+    70 for anything else (a folder without one, bytes that are not UTF-8, a file cut short)."""
     folder = path if path.is_dir() else path.parent
     jsonl = path / "results.jsonl" if path.is_dir() else path
     try:
-        with jsonl.open(encoding="utf-8") as fh:
-            cases = read_jsonl(fh)
+        text = jsonl.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CompareInputError(f"{path}: neither a run folder with results.jsonl, a results.jsonl file, "
                                 f"nor a run id under {REPORTS}") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise CompareInputError(f"{jsonl}: not a results.jsonl that pytest-reportlog wrote ({e})") from None
+    except UnicodeDecodeError:
+        raise CompareInputError(f"{jsonl}: not UTF-8; not a results.jsonl that pytest-reportlog wrote") from None
+    except OSError as e:
+        raise CompareInputError(f"{jsonl}: cannot be read ({e.strerror})") from None
+    try:
+        cases = read_jsonl(whole_records(jsonl, text))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # a record of the right shape with wrong contents
+        raise CompareInputError(f"{jsonl}: not a results.jsonl that pytest-reportlog wrote ({type(e).__name__}: {e})") from None
     name = folder.resolve().name if path.is_dir() else str(path)
     return Run(name, str(path), {c.nodeid: c for c in cases}, _about(folder))
 

@@ -1,7 +1,8 @@
 """Collect the suites once, quietly, before a run folder exists.
 
 Some bad input shows only once the cases exist: an expectations file naming cases that
-are not collected (exit 41) is found by the plugin during collection. Found in the run
+are not collected (exit 41) is found by the plugin during collection, and a `-k` that
+selects no case (exit 5) is known once they are deselected. Found in the run
 itself it would come from inside pytest, with pytest's decorations around it (and from
 inside each xdist worker, which xdist reports as an internal error); found here it is
 one line and its exit code, like every other bad input. Collection alone takes a
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import KvmconfError
+from harness.errors import KvmconfError, NothingSelected
 from harness.paths import ROOT
 
 
@@ -28,16 +29,26 @@ class CollectionAbort(KvmconfError):
 
 
 class _AbortCatcher:
-    """Keeps the message and code of a `pytest.exit` from the plugin."""
+    """Keeps the message and code of a `pytest.exit` from the plugin, and a Ctrl-C,
+    which pytest would otherwise turn into an exit code of its collection."""
 
     def __init__(self) -> None:
         self.abort: tuple[str, int] | None = None
+        self.interrupted = False
+        self.selected = 0
+
+    @pytest.hookimpl
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.selected = len(session.items)
 
     @pytest.hookimpl
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         exc = excinfo.value
-        if isinstance(exc, pytest.exit.Exception) and exc.returncode is not None:
-            self.abort = (exc.msg, int(exc.returncode))
+        if isinstance(exc, pytest.exit.Exception):
+            if exc.returncode is not None:
+                self.abort = (exc.msg, int(exc.returncode))
+        elif type(exc) is KeyboardInterrupt:  # not pytest's Session.Interrupted, which collection errors raise
+            self.interrupted = True
 
 
 def collection_args(args: argparse.Namespace) -> list[str]:
@@ -60,7 +71,11 @@ def check_collection(args: argparse.Namespace) -> None:
     """
     catcher = _AbortCatcher()
     argv = [str(ROOT / "suites"), f"--rootdir={ROOT}", "-p", "no:cacheprovider", "-p", "no:terminal", "--collect-only",
-            *collection_args(args)]
-    pytest.main(argv, plugins=[catcher])
+            *collection_args(args), *(["-k", args.keyword] if args.keyword else [])]
+    code = pytest.main(argv, plugins=[catcher])
+    if catcher.interrupted:
+        raise KeyboardInterrupt
     if catcher.abort is not None and catcher.abort[1] >= KvmconfError.exit_code:
         raise CollectionAbort(*catcher.abort)
+    if code in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) and not catcher.selected:
+        raise NothingSelected(f"-k {args.keyword!r} selects no case: nothing ran, no run folder was made")

@@ -24,7 +24,7 @@ from harness.paths import ROOT
 from harness.qemu.accel import Accel, host_accel, parse_accel
 from harness.qemu.errors import GuestError
 from harness.qemu.kernel import KernelImage, find_kernel
-from harness.qemu.runner import qemu_binary, run_in_qemu
+from harness.qemu.runner import build_init, qemu_binary, run_in_qemu
 from harness.session.header_block import header_lines
 
 _FIRST_CASE = re.compile(r"^1/\d+ cases$")
@@ -38,11 +38,12 @@ _CHECKOUT_GIT = {"tree_name": ["describe", "--always", "--tags"], "git_commit": 
 
 
 def validate_kernel(args: argparse.Namespace) -> None:
-    """The kernel is bootable and QEMU is there; the header found beside the image
-    (a debian-kernel folder's, a build-kernel folder's, a kernel tree's) is used
-    unless --kvm-header names one."""
+    """The kernel is bootable, QEMU is there and gcc built the guest's init (once, cached),
+    all before a run folder exists; the header found beside the image (a debian-kernel
+    folder's, a build-kernel folder's, a kernel tree's) is used unless --kvm-header names one."""
     image = find_kernel(Path(args.kernel))
     qemu_binary()
+    build_init()
     header = Path(args.kvm_header) if args.kvm_header else image.header
     args.kvm_header = str(header.resolve()) if header is not None else None
 

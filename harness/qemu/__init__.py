@@ -7,7 +7,6 @@ booting the kernel under test in QEMU lets the suite check any kernel's uAPI.
 
 from harness.qemu.console import ConsoleVerdict, parse_console
 from harness.qemu.errors import (
-    GccMissingError,
     GuestCrashError,
     GuestError,
     GuestNeverRanError,
@@ -23,7 +22,6 @@ from harness.qemu.runner import GuestResult, run_in_qemu
 
 __all__ = [
     "ConsoleVerdict",
-    "GccMissingError",
     "GuestCrashError",
     "GuestError",
     "GuestNeverRanError",

@@ -2,7 +2,8 @@
 
 A boot that goes wrong is a result in its own right, not a crash of the suite: the
 caller tells a reviewer *what* broke (their kernel panicked, it lacks KVM, QEMU is
-not installed) from the class alone, and scripts tell it from the exit code.
+not installed) from the class alone, and scripts tell it from the exit code (the
+table is `harness.errors.EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class KernelPanicError(GuestError):
 class GuestCrashError(GuestError):
     """The guest machine stopped mid-run without a panic message (reset, QEMU died)."""
 
-    exit_code = 22
+    exit_code = 28
 
 
 class NoDevKvmError(GuestError):
@@ -76,9 +77,3 @@ class RootMountError(GuestNeverRanError):
     """The guest could not mount the host's root over virtio-9p."""
 
     exit_code = 26
-
-
-class GccMissingError(GuestError):
-    """gcc (with a static libc) is needed once to build the guest's init."""
-
-    exit_code = 27

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
+from harness.errors import GccMissing
 from harness.paths import ROOT
 from harness.qemu.accel import Accel, host_accel, parse_accel
 from harness.qemu.cmdline import QemuParams, Share, qemu_argv
@@ -32,7 +33,6 @@ from harness.qemu.console import (
     progress_text,
 )
 from harness.qemu.errors import (
-    GccMissingError,
     GuestNeverRanError,
     GuestTimeoutError,
     QemuMissingError,
@@ -101,7 +101,7 @@ def build_init(cache: Path | None = None) -> Path:
         return target
     gcc = shutil.which("gcc")
     if gcc is None:
-        raise GccMissingError(
+        raise GccMissing(
             "gcc not found, needed once to build the guest init: apt-get install gcc libc6-dev"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def build_init(cache: Path | None = None) -> Path:
     )
     if built.returncode != 0:
         last = (built.stderr.strip().splitlines() or ["no message"])[-1]
-        raise GccMissingError(
+        raise GccMissing(
             f"gcc could not build the static guest init ({last}): apt-get install gcc libc6-dev"
         )
     os.replace(partial, target)

@@ -6,7 +6,14 @@ of that case, so its report is turned into a failure that says what happened. Ch
 around every case that uses the `target` fixture (the ones that talk to the kernel).
 The kernel log and the taint file are options (`--kmsg`, `--taint-file`) so that tests
 can inject fakes; the same files exist inside a QEMU guest. A hang (pytest-timeout) is
-reported as one, in words.
+reported as one, in words, also when hypothesis calls it flaky (a property case
+whose draw hung is replayed, and the replay does not hang the same way).
+
+What the kernel logs or taints between two watched cases (a VM's teardown finishing
+after its case, another worker's case) is no one case's: it fails no case, but it is
+kept, named with the cases on either side, shown at the end of the run, in report.html
+and in junit.xml, and it makes the run's exit code 1. So is the notice that the kernel
+log cannot be read.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import os
 import re
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
+from html import escape
+from typing import Any
 
 import pytest
+from _pytest.junitxml import xml_key
 
 from harness.session.plugin import TARGET_KEY
 
@@ -58,6 +68,7 @@ KVM_ANON = re.compile(r"^anon_inode:\[?kvm")
 HANG = re.compile(r"Timeout \(>([0-9.]+)s\) from pytest-timeout\.")  # its whole message
 LOG_SHOWN = 8
 LOG_KEPT = 200
+BETWEEN_PROPERTY = "kvmconf.between_cases"  # on the next case's setup report, for the controller
 
 
 def taint_letters(bits: int) -> list[str]:
@@ -227,13 +238,35 @@ def fail_report(report: pytest.TestReport, text: str) -> None:
     report.longrepr = text
 
 
+def _hang_seconds(exc: BaseException | None, seen: set[int] | None = None) -> float | None:
+    """The timeout of pytest-timeout's failure in `exc`, or in what it wraps: hypothesis
+    reports a hang inside a property case as FlakyFailure or FlakyStrategyDefinition,
+    an exception group with the timeout inside or behind it."""
+    seen = set() if seen is None else seen
+    if exc is None or id(exc) in seen:
+        return None
+    seen.add(id(exc))
+    if isinstance(exc, pytest.fail.Exception) and (m := HANG.fullmatch(str(exc))) is not None:
+        return float(m[1])
+    for inner in [*getattr(exc, "exceptions", ()), exc.__cause__, exc.__context__]:
+        found = _hang_seconds(inner, seen)
+        if found is not None:
+            return found
+    return None
+
+
 def name_hang(report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
     """pytest-timeout's failure, said as what it is: the kernel (or the case) did not answer."""
-    if not report.failed or call.excinfo is None or not call.excinfo.errisinstance(pytest.fail.Exception):
+    if not report.failed or call.excinfo is None:
         return
-    m = HANG.fullmatch(str(call.excinfo.value))
-    if m is not None:
-        report.longrepr = f"hang: no answer within {float(m[1]):g} s\n{report.longrepr}"
+    seconds = _hang_seconds(call.excinfo.value)
+    if seconds is None:
+        return
+    if call.excinfo.errisinstance(pytest.fail.Exception):
+        report.longrepr = f"hang: no answer within {seconds:g} s\n{report.longrepr}"
+    else:  # hypothesis's account of a replay that did not hang again is about hypothesis, not the kernel
+        report.longrepr = (f"hang: no answer within {seconds:g} s (in a drawn example; hypothesis, replaying it, "
+                           f"called it {call.excinfo.typename})")
 
 
 @dataclass
@@ -242,6 +275,7 @@ class _CaseState:
     taint: int | None
     before_call: Resources | None = None
     reported: frozenset[str] = frozenset()
+    between: str | None = None  # trouble found as this case began: the time before it, not it
 
 
 STATE_KEY = pytest.StashKey[_CaseState]()
@@ -259,6 +293,10 @@ class KernelHealth:
         self.log: KernelLog | None = None
         self.log_off: str | None = None
         self.worker = hasattr(config, "workerinput")
+        self.last_taint: int | None = None  # as the last watched case left it
+        self.last_case = "the start of the session"
+        self.notes: list[str] = []  # the controller's: for the console, report.html and junit.xml
+        self.between: list[str] = []  # kernel trouble between cases, as the controller heard of it
 
     def _open_log(self) -> None:
         path: str = self.config.getoption("kmsg")
@@ -284,15 +322,12 @@ class KernelHealth:
             notes.append(f"{self.log_off}: kernel log attribution is off")
         if read_taint(self.taint_path) is None:
             notes.append(f"{self.taint_path} cannot be read: the taint check is off")
+        self.last_taint = read_taint(self.taint_path)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if notes and reporter is not None and not self.worker:
-            reporter.write_line(f"kvmconf: {'; '.join(notes)}")
-
-    @pytest.hookimpl
-    def pytest_sessionfinish(self) -> None:
-        if self.log is not None:
-            self.log.close()
-            self.log = None
+        if notes and not self.worker:
+            self.notes.append("; ".join(notes))
+            if reporter is not None:
+                reporter.write_line(f"kvmconf: {'; '.join(notes)}")
 
     def _watched(self, item: pytest.Item) -> bool:
         return "target" in getattr(item, "fixturenames", ())
@@ -300,11 +335,24 @@ class KernelHealth:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         if self._watched(item):
-            if self.log is not None:
-                self.log.take()  # what was logged between cases is no case's
             taint = read_taint(self.taint_path) if self.kernel else None
-            item.stash[STATE_KEY] = _CaseState(self.files.snapshot(), taint)
+            between = self._between(item.nodeid, self.log.take() if self.log is not None else [], taint)
+            item.stash[STATE_KEY] = _CaseState(self.files.snapshot(), taint, between=between)
         return (yield)
+
+    def _between(self, nodeid: str, log: list[str], taint: int | None) -> str | None:
+        """What the kernel said or tainted since the last watched case ended, in one line."""
+        problems = []
+        if taint is not None and self.last_taint is not None and taint & ~self.last_taint:
+            problems.append(f"kernel tainted: {', '.join(taint_letters(taint & ~self.last_taint))}")
+        shown = trouble(log)
+        if shown is not None:
+            problems.append(f"kernel log: {shown[0]}")
+        if taint is not None:
+            self.last_taint = taint
+        if not problems:
+            return None
+        return f"between {self.last_case} and {nodeid}: {'; '.join(problems)}"
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
@@ -320,6 +368,10 @@ class KernelHealth:
         report = yield
         name_hang(report, call)
         state = item.stash.get(STATE_KEY, None)
+        if state is not None and call.when == "setup" and state.between is not None:
+            report.user_properties.append((BETWEEN_PROPERTY, state.between))
+        if state is not None and call.when == "teardown":
+            self.last_case = item.nodeid
         if state is not None and call.when in ("call", "teardown"):
             problems, log = self._check(state, call.when)
             if problems:
@@ -336,6 +388,8 @@ class KernelHealth:
         taint = read_taint(self.taint_path) if self.kernel else None
         new_taint = taint & ~state.taint if taint is not None and state.taint is not None else 0
         state.taint = taint
+        if taint is not None:
+            self.last_taint = taint
         if new_taint:
             problems.append(f"kernel tainted during the case: {', '.join(taint_letters(new_taint))}")
         if shown is not None:
@@ -352,6 +406,42 @@ class KernelHealth:
         if (shown is not None or new_taint) and self.worker:
             problems.append("(the kernel log and taint are machine-wide: a case on another worker may have caused it)")
         return problems, log
+
+
+    # -- the controller: what no case owns, kept in the run's outcome and reports -------------
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.between += [str(v) for k, v in report.user_properties if k == BETWEEN_PROPERTY and str(v) not in self.between]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Before JUnit writes its file; a run with trouble between cases is no passing run."""
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        if self.worker:
+            return
+        if self.between and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        xml = self.config.stash.get(xml_key, None)
+        if xml is not None:
+            for i, text in enumerate(self.between):
+                xml.add_global_property(f"kvmconf.kernel_between_cases.{i + 1}", text)
+            for text in self.notes:
+                xml.add_global_property("kvmconf.kernel_health_notice", text)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str], session: Any) -> None:
+        lines = [*self.notes, *(f"kernel trouble {text}" for text in self.between)]
+        if lines:
+            prefix.append('<section id="kvmconf-kernel-health"><h2>Kernel health</h2>'
+                          + "".join(f"<p>{escape(line)}</p>" for line in lines) + "</section>")
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for text in self.between:
+            terminalreporter.write_line(f"kvmconf: kernel trouble {text}", red=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

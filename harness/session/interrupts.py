@@ -5,7 +5,10 @@ stops, tears down and still writes the reports of the cases that finished (with 
 too: the controller stops its workers); the run folder is then marked incomplete and
 its INCOMPLETE file lists the cases that did not finish. A second signal means stop
 now: the workers are killed, the folder is marked as it is and the process leaves
-without waiting for anything.
+without waiting for anything. Two moments differ: before the run folder exists (the
+checks, the preflight collection) a signal ends the command with 130 and nothing
+made; once every case has finished, a first signal waits for the reports to be
+written, since stopping there would only lose them.
 """
 
 from __future__ import annotations
@@ -13,26 +16,45 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 import pytest
 
 from harness.cli.runs import RunFolder
+from harness.errors import ReportsNotWritable
+from harness.host.files import WRITE_ERRORS
 
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 SHOWN = 3
 
 
-class RunTracker:
-    """pytest plugin for one run: the cases collected, those finished, and whether the run was interrupted."""
+@dataclass
+class Signals:
+    """The stop signals received during one `kvmconf run`, first first.
 
-    def __init__(self) -> None:
+    `run` is the run folder once it exists (a second signal marks it); `deferred` is set
+    once every case has finished, while the reports are written: a first signal then
+    waits for them, since stopping there would lose finished work, not save time.
+    """
+
+    received: list[str] = field(default_factory=list)
+    run: RunFolder | None = None
+    deferred: bool = False
+
+
+class RunTracker:
+    """pytest plugin for one run: the cases collected, those finished, and how the run ended."""
+
+    def __init__(self, signals: Signals) -> None:
+        self.signals = signals
         self.collected: list[str] = []
         self.finished: set[str] = set()
         self.interrupted = False
+        self.stopped_early: str | None = None
 
     @pytest.hookimpl
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -53,39 +75,71 @@ class RunTracker:
 
     @pytest.hookimpl
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
-        if excinfo.errisinstance(KeyboardInterrupt):  # not pytest.exit, which comes here too
+        """A signal, or pytest stopping itself: xdist ends `-x` and `--maxfail` with a
+        KeyboardInterrupt, and pytest collection errors (exit 2) with its Session.Interrupted."""
+        if not excinfo.errisinstance(KeyboardInterrupt):  # pytest.exit comes here too
+            return
+        if self.signals.received:
             self.interrupted = True
+        elif not excinfo.errisinstance(pytest.Session.Interrupted):
+            self.stopped_early = str(excinfo.value) or "-x or --maxfail"
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_internalerror(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """A report writer that met a full disk: raised on, past pytest's INTERNALERROR
+        traceback, for `run_suite` to say in one line."""
+        if isinstance(excinfo.value, OSError) and excinfo.value.errno in WRITE_ERRORS:
+            raise excinfo.value
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self) -> Generator[None, None, None]:
+        self.signals.deferred = True  # what ran has run; from here on only the reports are written
+        return (yield)
 
     def unfinished(self) -> list[str]:
         return [nodeid for nodeid in self.collected if nodeid not in self.finished]
 
 
-@contextmanager
-def stop_signals(run: RunFolder) -> Iterator[list[str]]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt once; a second one marks `run` and exits.
+@dataclass(frozen=True)
+class SuiteRun:
+    """How pytest ended: its exit code, what the tracker saw, the signals received."""
 
-    Yields the names of the signals received, first first.
-    """
-    received: list[str] = []
+    code: int
+    tracker: RunTracker
+    signals: Signals
+
+
+@contextmanager
+def stop_signals() -> Iterator[Signals]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt once (or wait, while the reports are
+    written); a second one marks the run folder, if there is one, and exits 130."""
+    signals = Signals()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         __tracebackhide__ = True  # pytest names the line the run was at, not this one
-        received.append(signal.Signals(signum).name)
-        if len(received) == 1:
+        signals.received.append(signal.Signals(signum).name)
+        if len(signals.received) == 1:
+            if signals.deferred:
+                os.write(2, f"\nkvmconf: {signals.received[0]}: every case has finished; writing the reports first "
+                            "(again to stop at once)\n".encode())
+                return
             signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, shown where the run was
         for pid in _children():  # xdist workers: they would run on until they noticed
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if run.partial.exists():
-            run.mark_incomplete(f"stopped at once by a second signal ({', '.join(received)}): the reports may be cut short")
-        os.write(2, f"\nkvmconf: stopped at once ({received[-1]} again); what was written is in {run.reports}\n".encode())
+        run = signals.run
+        where = ""
+        if run is not None and run.partial.exists():
+            run.mark_incomplete(f"stopped at once by a second signal ({', '.join(signals.received)}): the reports may be cut short")
+            where = f"; what was written is in {run.reports}"
+        os.write(2, f"\nkvmconf: stopped at once ({signals.received[-1]} again){where}\n".encode())
         os._exit(INTERRUPTED)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield received
+        yield signals
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -103,21 +157,26 @@ def _children() -> list[int]:
     return pids
 
 
-def run_suite(run: RunFolder, argv: list[str]) -> int:
-    """pytest.main on `argv` for `run`; on an interrupt, mark the run folder incomplete,
-    name the cases that did not finish and return 130."""
-    tracker = RunTracker()
-    with stop_signals(run) as received:
-        try:
-            code = int(pytest.main(argv, plugins=[tracker]))
-        except KeyboardInterrupt:  # came while pytest was writing its reports: it did not catch it
-            tracker.interrupted = True
-        except BaseException:
+def run_suite(run: RunFolder, argv: list[str], signals: Signals) -> SuiteRun:
+    """pytest.main on `argv` for `run`, with what it takes to settle the run folder after."""
+    tracker = RunTracker(signals)
+    try:
+        code = int(pytest.main(argv, plugins=[tracker]))
+    except KeyboardInterrupt:  # came before pytest's session began: it did not catch it
+        tracker.interrupted = True
+        code = INTERRUPTED
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
             run.mark_incomplete("the run stopped before pytest finished")
             raise
-        if not tracker.interrupted:
-            return code
-        return report_interrupted(run, tracker, received[0] if received else "SIGINT")
+        run.abandon()  # a report writer failed (the disk filled up): nothing it wrote is sure to be whole
+        sys.stderr.write("\n")  # the progress line is still open
+        raise ReportsNotWritable(f"{run.reports}: the reports could not be written ({e.strerror}); "
+                                 "nothing of the run was kept; free space or give --reports DIR") from None
+    except BaseException:
+        run.mark_incomplete("the run stopped before pytest finished")
+        raise
+    return SuiteRun(code, tracker, signals)
 
 
 def report_interrupted(run: RunFolder, tracker: RunTracker, signame: str) -> int:

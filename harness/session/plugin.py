@@ -20,9 +20,10 @@ from harness.cases import tables
 from harness.cases.captable import CapTable
 from harness.cases.expectations import NONE, Expectations, for_release, load
 from harness.errors import ExpectationsUnknownCases, KvmconfError, SurfaceMissing
+from harness.host.device import check_device
 from harness.paths import SUITES
 from harness.session.backends import backend_names, make_backend
-from harness.session.target import Target, check_device, load_facts, make_target
+from harness.session.target import Target, load_facts, make_target
 from harness.surfaces import registry
 
 TARGET_KEY = pytest.StashKey[Target]()

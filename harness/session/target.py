@@ -6,9 +6,6 @@ the plan gives (the symbol, or the cap and the fd it asked).
 
 from __future__ import annotations
 
-import errno
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +17,6 @@ from harness.abi.linux import PAGE_SIZE
 from harness.abi.profile import DEFAULT_PROFILE, catalogue, load_profile
 from harness.cases.captable import CapTable
 from harness.cases.plan import Plan
-from harness.errors import DeviceMissing, DeviceNotCharacter, DevicePermission
 from harness.host.backend import Backend
 from harness.host.caps import probe_caps
 from harness.host.fds import Kvm, Vm
@@ -28,28 +24,6 @@ from harness.host.header import facts_from_header
 from harness.host.limits import host_limits
 from harness.rules import HostLimits, KernelData
 from harness.surfaces.base import Need
-
-
-def check_device(path: str) -> None:
-    """One clear line for each way the KVM device can be unusable."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DeviceMissing(
-            f"{path}: no such device; load KVM (modprobe kvm_intel or kvm_amd) or give --kvm-device PATH"
-        ) from None
-    except PermissionError:
-        raise DevicePermission(f"{path}: permission denied; add your user to the kvm group or run as root") from None
-    if not stat.S_ISCHR(st.st_mode):
-        raise DeviceNotCharacter(f"{path}: not a character device; --kvm-device must name the KVM device node")
-    try:
-        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
-    except PermissionError:
-        raise DevicePermission(
-            f"{path}: permission denied opening it read-write; add your user to the kvm group or run as root"
-        ) from None
-    except OSError as e:
-        raise DeviceMissing(f"{path}: cannot be opened ({errno.errorcode.get(e.errno or 0, e)}); is KVM loaded?") from None
 
 
 def load_facts(profile: str = DEFAULT_PROFILE, header: str | None = None) -> AbiFacts:
