@@ -245,7 +245,7 @@ def test_unreadable_kernel_image_is_one_line(tmp_path: Path) -> None:
     image.write_bytes(fake_bzimage())
     prefix = _no_dac_override(image)
     out = kvmconf_run(tmp_path, tmp_path / "reports", "--kernel", str(image), prefix=prefix)
-    check(out, 28, tmp_path / "reports", "cannot be read")
+    check(out, 27, tmp_path / "reports", "cannot be read")
 
 
 def test_fifo_as_kernel_does_not_hang(tmp_path: Path) -> None:

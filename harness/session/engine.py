@@ -9,7 +9,6 @@ it wrote. `verdict` fails the case unless the outcome matched.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
@@ -112,12 +111,12 @@ def bind_fd(t: Target, stack: ExitStack, vm: Vm, binding: str, case: Case) -> tu
     if binding == "invalid":
         return 0xFFFFFFFF, size  # fget(-1)
     if binding == "closed":
-        fd = os.open("/dev/null", os.O_RDONLY)
-        os.close(fd)  # a number that is certainly not open now
+        fd = t.backend.open("/dev/null")
+        t.backend.close(fd)  # a number that is certainly not open now
         return fd, size
     if binding == "not-gmem":
-        fd = os.open("/dev/null", os.O_RDONLY)
-        stack.callback(os.close, fd)
+        fd = t.backend.open("/dev/null")
+        stack.callback(t.backend.close, fd)
         return fd, size
     owner = vm
     if binding == "other-vm":
