@@ -95,25 +95,31 @@ def cache_dir() -> Path:
 
 def build_init(cache: Path | None = None) -> Path:
     """The static guest init, compiled once per version of init.c."""
-    source = INIT_SOURCE.read_bytes()
-    target = (cache or cache_dir()) / f"init-{hashlib.sha256(source).hexdigest()[:16]}"
+    return build_static(INIT_SOURCE, "init", cache)
+
+
+def build_static(source_path: Path, name: str, cache: Path | None = None) -> Path:
+    """A static program for the guest (`name`-HASH in the cache), compiled once per
+    version of its source: nothing in the guest needs a libc of its own."""
+    source = source_path.read_bytes()
+    target = (cache or cache_dir()) / f"{name}-{hashlib.sha256(source).hexdigest()[:16]}"
     if target.exists():
         return target
     gcc = shutil.which("gcc")
     if gcc is None:
         raise GccMissingError(
-            "gcc not found, needed once to build the guest init: apt-get install gcc libc6-dev"
+            f"gcc not found, needed once to build the guest {name}: apt-get install gcc libc6-dev"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     built = subprocess.run(
-        [gcc, "-static", "-Os", "-Wall", "-o", str(partial), str(INIT_SOURCE)],
+        [gcc, "-static", "-Os", "-Wall", "-o", str(partial), str(source_path)],
         capture_output=True, text=True, check=False,
     )
     if built.returncode != 0:
         last = (built.stderr.strip().splitlines() or ["no message"])[-1]
         raise GccMissingError(
-            f"gcc could not build the static guest init ({last}): apt-get install gcc libc6-dev"
+            f"gcc could not build the static guest {name} ({last}): apt-get install gcc libc6-dev"
         )
     os.replace(partial, target)
     return target
