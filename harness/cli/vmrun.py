@@ -1,9 +1,11 @@
-"""`kvmconf run --kernel PATH`: the same suite, inside a kernel booted under QEMU.
+"""`kvmconf run --kernel PATH`: the same suite, against a kernel booted under QEMU.
 
-The host checks the inputs, probes the header (so the guest reads the probe from the
-shared cache instead of running gcc under emulation), creates the run folder and
-boots the kernel; the guest runs `kvmconf run --output-dir` against its own /dev/kvm
-and writes the reports straight into the run folder, which the host then publishes.
+Two modes. By default the suite stays on the host, at host speed: the guest's
+initramfs starts only the executor, and `kvmconf run --backend remote` here makes its
+system calls through it (harness/remote). With `--in-guest` (the older mode) the guest
+mounts the host's root over 9p and runs the whole pytest session itself. Either way the
+host checks the inputs, probes the header, creates the run folder and boots the kernel,
+and the reports are written straight into the run folder, which the host publishes.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from harness.cases.expectations import for_release
 from harness.cli.runs import RunFolder
 from harness.paths import ROOT
 from harness.qemu.errors import GuestError
 from harness.qemu.kernel import find_kernel
-from harness.qemu.runner import qemu_binary, run_in_qemu
+from harness.qemu.runner import GuestResult, qemu_binary, run_in_qemu, run_with_executor
 
 _FIRST_CASE = re.compile(r"^1/\d+ cases$")
 
@@ -72,18 +75,40 @@ class _Console:
         print(line, flush=True)
 
 
-def run_under_qemu(args: argparse.Namespace) -> int:
-    """Boot, run, publish; a boot failure is one line, its exit code, and the folder
-    kept as incomplete with the console log."""
+def host_argv(args: argparse.Namespace, out: Path) -> list[str]:
+    """`kvmconf run` on the host against the guest's executor: the guest's argv with the
+    remote backend, one process (the executor serves one channel), and the expectations
+    file of the kernel's release, which the plugin picks by itself only for the kernel
+    backend."""
+    argv = [a if not a.startswith("--workers=") else "--workers=0" for a in guest_argv(args, out)]
+    argv.insert(4, "--backend=remote")
+    if not args.expectations:
+        found = for_release(find_kernel(Path(args.kernel)).release).path
+        if found is not None:
+            argv.insert(5, f"--expectations={found}")
+    return argv
+
+
+def boot_and_run(args: argparse.Namespace, out: Path, progress: _Console) -> GuestResult:
+    """The suite against the kernel under QEMU, in the mode `--in-guest` chooses."""
+    if not args.in_guest:
+        return run_with_executor(Path(args.kernel), host_argv(args, out), out, accel=args.accel,
+                                 timeout_s=args.guest_timeout, progress=progress)
     # the guest sees the tree read-only and interprets 16 times slower: give it bytecode
     for tree in ("harness", "suites"):
         compileall.compile_dir(ROOT / tree, quiet=1)
     compileall.compile_file(ROOT / "conftest.py", quiet=1)
+    return run_in_qemu(Path(args.kernel), guest_argv(args, out), out, accel=args.accel,
+                       timeout_s=args.guest_timeout, progress=progress)
+
+
+def run_under_qemu(args: argparse.Namespace) -> int:
+    """Boot, run, publish; a boot failure is one line, its exit code, and the folder
+    kept as incomplete with the console log."""
     run = RunFolder(Path(args.reports))
     console = _Console()
     try:
-        result = run_in_qemu(Path(args.kernel), guest_argv(args, run.path), run.path, accel=args.accel,
-                             timeout_s=args.guest_timeout, progress=console)
+        result = boot_and_run(args, run.path, console)
     except GuestError as e:
         kept = run.mark_incomplete(str(e))
         raise type(e)(f"{e.message} (console log: {kept / 'console.log'})") from None

@@ -20,6 +20,7 @@ from harness.remote.backend import Channel, RemoteBackend, build_executor
 
 ENV = "KVMCONF_EXECUTOR"
 CONSOLE_ENV = "KVMCONF_CONSOLE_LOG"
+SOCKET_WAIT_S = 30.0
 HELLO_TIMEOUT_S = 300.0  # a guest boots first: the executor says hello once it runs
 
 
@@ -69,7 +70,15 @@ def console_reason(path: Path, wait_s: float = 5.0) -> str:
 def connect_unix(path: str, timeout_s: float, console_log: str | None) -> RemoteBackend:
     """The executor behind QEMU's chardev socket at `path`."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
+    deadline = time.monotonic() + SOCKET_WAIT_S
+    while True:  # QEMU and this process start together: the socket may not be there yet
+        try:
+            sock.connect(path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     why = (lambda: console_reason(Path(console_log))) if console_log else None
     backend = RemoteBackend(Channel(sock.fileno(), sock.fileno(), why), timeout_s, hello_timeout_s=HELLO_TIMEOUT_S)
     backend.keep = (sock,)
