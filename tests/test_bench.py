@@ -165,9 +165,18 @@ def test_boot_times_come_from_the_lines_timestamps() -> None:
     assert boot_times([(1.0, "booting"), (2.0, "reports: /x")]) == BootTimes(None, None, 2.0)
 
 
+def test_per_case_cost_is_the_time_after_the_first_case_over_the_rest() -> None:
+    lines = [(10.0, "first case finished 10.0 s after QEMU started"), (10.1, "1/101 cases"),
+             (29.0, "101/101 cases"), (30.0, "reports: /tmp/r/x")]
+    times = boot_times(lines)
+    assert times.cases == 101 and times.per_case == pytest.approx(0.2)
+    assert BootTimes(1.0, None, 2.0, 10).per_case is None
+
+
 def test_boot_rows_say_which_line_was_missing() -> None:
     rows = boot_rows("7.3 under QEMU", [BootTimes(20.0, None, 90.0), BootTimes(22.0, None, 95.0)])
-    assert [r.label.split(": ")[1] for r in rows] == ["start → guest ready", "start → first case", "start → report written"]
+    assert [r.label.split(": ")[1] for r in rows] == ["start → guest ready", "start → first case", "start → report written",
+                                                      "per case after the first"]
     assert rows[0].ours == Figure((20.0, 22.0)) and rows[2].ours is not None
     assert rows[1].ours is None and rows[1].note.startswith("n/a (kvmconf run --kernel printed no")
 

@@ -177,6 +177,11 @@ class RemoteBackend:
         """Carry out the queued requests now (and read the kernel's health)."""
         self.call([], "the queued requests")
 
+    def settle(self) -> None:
+        """Flush if anything is queued, so the health read last is that of every call made."""
+        if self._queue:
+            self.flush()
+
     def take_log(self) -> list[str]:
         """Kernel log records (/dev/kmsg lines) since the last take, as of the last reply."""
         lines, self._log = self._log, []

@@ -5,8 +5,9 @@ or leave a VM, a guest_memfd or a mapping of one behind; each of those is a find
 of that case, so its report is turned into a failure that says what happened. Checked
 around every case that uses the `target` fixture (the ones that talk to the kernel).
 The kernel log and the taint file are options (`--kmsg`, `--taint-file`) so that tests
-can inject fakes; the same files exist inside a QEMU guest. A hang (pytest-timeout) is
-reported as one, in words.
+can inject fakes; the same files exist inside a QEMU guest. With the remote backend both
+are the guest's, as the executor returns them with every reply. A hang (pytest-timeout)
+is reported as one, in words.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from harness.remote.backend import RemoteBackend
 from harness.session.plugin import TARGET_KEY
 
 KMSG = "/dev/kmsg"
@@ -294,15 +296,33 @@ class KernelHealth:
             self.log.close()
             self.log = None
 
+    def _remote(self) -> RemoteBackend | None:
+        """The executor's backend, whose replies carry the guest kernel's log and taint."""
+        target = self.config.stash.get(TARGET_KEY, None)
+        backend = target.backend if target is not None else None
+        return backend if isinstance(backend, RemoteBackend) else None
+
+    def _take_log(self) -> list[str]:
+        remote = self._remote()
+        if remote is not None:
+            remote.settle()
+            return [msg for line in remote.take_log() if (msg := kernel_message(line)) is not None]
+        return self.log.take() if self.log is not None else []
+
+    def _taint(self) -> int | None:
+        remote = self._remote()
+        if remote is not None:
+            return remote.taint
+        return read_taint(self.taint_path) if self.kernel else None
+
     def _watched(self, item: pytest.Item) -> bool:
         return "target" in getattr(item, "fixturenames", ())
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         if self._watched(item):
-            if self.log is not None:
-                self.log.take()  # what was logged between cases is no case's
-            taint = read_taint(self.taint_path) if self.kernel else None
+            self._take_log()  # what was logged between cases is no case's
+            taint = self._taint()
             item.stash[STATE_KEY] = _CaseState(self.files.snapshot(), taint)
         return (yield)
 
@@ -331,9 +351,9 @@ class KernelHealth:
     def _check(self, state: _CaseState, when: str) -> tuple[list[str], list[str]]:
         """Problems since the case started (the call) or since the call ended (teardown)."""
         problems = []
-        log = self.log.take() if self.log is not None else []
+        log = self._take_log()
         shown = trouble(log)
-        taint = read_taint(self.taint_path) if self.kernel else None
+        taint = self._taint()
         new_taint = taint & ~state.taint if taint is not None and state.taint is not None else 0
         state.taint = taint
         if new_taint:
