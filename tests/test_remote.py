@@ -255,3 +255,9 @@ def test_a_malformed_frame_ends_the_executor_with_its_reason(remote: RemoteBacke
     os.write(remote.channel.wfd, b"GET / HTTP/1.1\r\n")
     with pytest.raises(ExecutorDied, match="refused a frame: bad magic"):
         remote.channel.receive(5.0, "the answer to garbage")
+
+
+def test_a_reply_to_an_interrupted_wait_is_dropped(remote: RemoteBackend) -> None:
+    """A case's timeout can interrupt a wait; the late reply must not answer the next call."""
+    remote.channel.send(Kind.BATCH, encode_batch([Request(Op.FCNTL, (0, 1))]))  # F_GETFD of stdin: 0; never awaited
+    assert remote.lseek(-1, 0, 0) == -errno.EBADF

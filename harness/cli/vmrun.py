@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.cases.expectations import for_release
 from harness.cli.runs import RunFolder
+from harness.host.backend import KernelBackend
 from harness.paths import ROOT
 from harness.qemu.errors import GuestError
 from harness.qemu.kernel import find_kernel
@@ -89,9 +90,18 @@ def host_argv(args: argparse.Namespace, out: Path) -> list[str]:
     return argv
 
 
+def engine_places_through_backend() -> bool:
+    """Whether the engine lays out user memory through `backend.memory` (KernelBackend has
+    one then): until it does, its structs live in the host process, where the executor
+    cannot see them. Goes once harness/session/engine.py does so on main."""
+    return hasattr(KernelBackend(), "memory")
+
+
 def boot_and_run(args: argparse.Namespace, out: Path, progress: _Console) -> GuestResult:
     """The suite against the kernel under QEMU, in the mode `--in-guest` chooses."""
-    if not args.in_guest:
+    if not args.in_guest and not engine_places_through_backend():
+        print("kvmconf: the engine still places structs in this process: running the suite in the guest")
+    elif not args.in_guest:
         return run_with_executor(Path(args.kernel), host_argv(args, out), out, accel=args.accel,
                                  timeout_s=args.guest_timeout, progress=progress)
     # the guest sees the tree read-only and interprets 16 times slower: give it bytecode

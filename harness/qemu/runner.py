@@ -48,7 +48,7 @@ from harness.qemu.initramfs import (
     initramfs,
     module_file,
 )
-from harness.qemu.kernel import find_kernel
+from harness.qemu.kernel import KernelImage, find_kernel
 from harness.qemu.modules import KVM_MODULES, ModuleTree, read_module
 from harness.remote.backend import build_executor
 
@@ -266,6 +266,17 @@ def qemu_binary() -> str:
     return qemu
 
 
+def _prepare(kernel: Path, out_dir: Path, accel: str | None, progress: Callable[[str], None] | None
+             ) -> tuple[Callable[[str], None], str, KernelImage, Accel, Path]:
+    """What every boot needs first: QEMU, the image, the accelerator and the output folder."""
+    qemu = qemu_binary()
+    image = find_kernel(kernel)
+    chosen: Accel = parse_accel(accel) if accel is not None else host_accel()
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return progress or (lambda _line: None), qemu, image, chosen, out_dir
+
+
 def run_in_qemu(kernel: Path, guest_argv: list[str], out_dir: Path, *, accel: str | None = None,
                 timeout_s: float = 900, progress: Callable[[str], None] | None = None,
                 memory_mib: int = 2048, cpus: int = 2) -> GuestResult:
@@ -276,12 +287,7 @@ def run_in_qemu(kernel: Path, guest_argv: list[str], out_dir: Path, *, accel: st
     GuestError subclass when the guest fails before the command finishes; a command
     that fails is a result (its exit status), not an error.
     """
-    tell = progress or (lambda _line: None)
-    qemu = qemu_binary()
-    image = find_kernel(kernel)
-    chosen: Accel = parse_accel(accel) if accel is not None else host_accel()
-    out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    tell, qemu, image, chosen, out_dir = _prepare(kernel, out_dir, accel, progress)
     argv = [_resolve_command(guest_argv[0]), *guest_argv[1:]]
     init = build_init()
     tree = ModuleTree(image.modules) if image.modules is not None else None
@@ -309,12 +315,7 @@ def run_with_executor(kernel: Path, host_argv: list[str], out_dir: Path, *, acce
     why the executor died) and KVMCONF_GUEST. Its exit status is the result's; errors
     as `run_in_qemu`'s. No root share: the guest needs no Python and no host files.
     """
-    tell = progress or (lambda _line: None)
-    qemu = qemu_binary()
-    image = find_kernel(kernel)
-    chosen: Accel = parse_accel(accel) if accel is not None else host_accel()
-    out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    tell, qemu, image, chosen, out_dir = _prepare(kernel, out_dir, accel, progress)
     console_log = out_dir / "console.log"
     tree = ModuleTree(image.modules) if image.modules is not None else None
     modules = tree.guest_modules(KVM_MODULES) if tree is not None else []

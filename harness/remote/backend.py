@@ -46,7 +46,7 @@ SOURCE = Path(__file__).with_name("executor.c")
 class ExecutorError(KvmconfError):
     """The executor cannot answer: it died (the guest's console says why) or hung."""
 
-    exit_code = 27
+    exit_code = 28
 
 
 class ExecutorDied(ExecutorError):
@@ -151,10 +151,13 @@ class RemoteBackend:
         if self.channel.broken is not None:
             raise type(self.channel.broken)(f"{self.channel.broken} (before {what})")
         queued, self._queue = self._queue, []
-        self.channel.send(Kind.BATCH, encode_batch([rq for rq, _ in queued] + list(requests)))
-        kind, _, payload = self.channel.receive(self.timeout_s, what)
-        if kind is not Kind.REPLY:
-            raise ProtocolError(f"expected a reply to {what}, got a frame of kind {kind.name}")
+        seq = self.channel.send(Kind.BATCH, encode_batch([rq for rq, _ in queued] + list(requests)))
+        while True:  # a reply to a batch whose wait was interrupted (a case's timeout) is stale
+            kind, got, payload = self.channel.receive(self.timeout_s, what)
+            if kind is not Kind.REPLY or got > seq:
+                raise ProtocolError(f"expected reply {seq} to {what}, got a frame of kind {kind.name}, number {got}")
+            if got == seq:
+                break
         reply: Reply = decode_reply(payload)
         if reply.taint is not None:
             self.taint = reply.taint

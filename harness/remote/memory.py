@@ -17,7 +17,7 @@ import mmap as _mmap
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from harness.host.usermem import CANARY, Diff
+from harness.host.usermem import CANARY, Diff, changes
 from harness.remote.protocol import Op
 
 if TYPE_CHECKING:
@@ -136,17 +136,8 @@ class RemotePlacement:
         return self.memory.read(self.addr, self.visible)
 
     def diff(self) -> Diff:
-        after = self.memory.read(self.base, len(self._before))
-        if after == self._before:
-            return Diff((), ())
         start = self.addr - self.base
-        end = start + self.visible
-        inside: list[int] = []
-        outside: list[int] = []
-        for i, (a, b) in enumerate(zip(self._before, after, strict=True)):
-            if a != b:
-                (inside if start <= i < end else outside).append(i - start)
-        return Diff(tuple(inside), tuple(outside))
+        return changes(self._before, self.memory.read(self.base, len(self._before)), start, start + self.visible)
 
     def close(self) -> None:
         if self.base:

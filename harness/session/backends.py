@@ -8,7 +8,9 @@ from harness.model.backend import ModelBackend
 from harness.model.mutants import Mutant, MutantError, mutant
 from harness.remote.connect import from_environment
 
-REMOTE_TIMEOUT_S = 30.0  # one request batch; a call that takes longer hangs in the kernel
+# One request batch. Longer than a case's own limit (--case-timeout), which reports a hang
+# as it does for every backend; this one covers the calls made outside cases.
+REMOTE_TIMEOUT_S = 60.0
 
 
 def backend_names() -> list[str]:
