@@ -43,6 +43,7 @@ from typing import Any
 from harness.abi.facts import AbiFacts
 from harness.abi.profile import DEFAULT_PROFILE
 from harness.cli.runs import RunFolder
+from harness.cli.vmrun import engine_places_through_backend
 from harness.errors import GccMissing
 from harness.host.backend import KernelBackend, describe
 from harness.host.fds import Kvm, KvmFd
@@ -750,6 +751,9 @@ def vm_mode_section(settings: Settings, reports: Path, progress: Progress) -> Se
     rows: list[Row] = []
     for mode, options in VM_MODES:
         label = f"{kernel.name}, {mode}"
+        if not options and not engine_places_through_backend():
+            rows.append(Row(label, note="n/a: the engine still places structs in this process (run --kernel runs in the guest)"))
+            continue
         runs: list[BootTimes] = []
         for i in range(settings.long_runs):
             progress(f"VM mode: run {i + 1} of {settings.long_runs}, {label}")
