@@ -249,6 +249,7 @@ def test_a_hung_call_is_a_hang_of_that_call(tmp_path: Path) -> None:
     with pytest.raises(ExecutorHang):
         remote.flush()
     executor_process(remote).kill()
+    executor_process(remote).wait()
 
 
 def test_a_malformed_frame_ends_the_executor_with_its_reason(remote: RemoteBackend) -> None:
