@@ -209,6 +209,25 @@ def test_tidy_vm(target):
     result.stdout.fnmatch_lines(["FAILED *test_leaks_vm - leak: the case left 1 KVM resource(s) open: fd * -> anon_inode:kvm-vm"])
 
 
+def test_real_vm_leak_in_the_executor_is_caught(pytester: pytest.Pytester) -> None:
+    """With the remote backend the VM is the executor's: its fds are the ones looked at."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("/dev/kvm cannot be opened read-write by this user")
+    pytester.makepyfile("""
+KEEP = []
+
+def test_leaks_vm(target):
+    KEEP.append(target.vm(0))
+
+def test_tidy_vm(target):
+    with target.vm(0):
+        pass
+""")
+    result = pytester.runpytest(*PLUGINS, "--backend=remote")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED *test_leaks_vm - leak: the case left 1 KVM resource(s) open: fd * -> anon_inode:kvm-vm"])
+
+
 def test_taint_letters_follow_the_kernel_table() -> None:
     assert taint_letters(1 << 9 | 1 << 12) == ["W (kernel issued warning)", "O (externally-built (out-of-tree) module was loaded)"]
     assert taint_letters(1 << 19) == ["J (userspace used a mutating debug operation in fwctl)"]

@@ -137,6 +137,7 @@ class RemoteBackend:
         self._queue: list[tuple[Request, str]] = []
         self._log: list[str] = []
         self.taint: int | None = None
+        self.batches = 0  # sent so far: whoever caches what the executor holds can tell it is still so
         kind, _, payload = channel.receive(hello_timeout_s or timeout_s, "the executor's hello")
         if kind is not Kind.HELLO:
             raise ProtocolError(f"expected the executor's hello, got a frame of kind {kind.name}")
@@ -151,6 +152,7 @@ class RemoteBackend:
         if self.channel.broken is not None:
             raise type(self.channel.broken)(f"{self.channel.broken} (before {what})")
         queued, self._queue = self._queue, []
+        self.batches += 1
         seq = self.channel.send(Kind.BATCH, encode_batch([rq for rq, _ in queued] + list(requests)))
         while True:  # a reply to a batch whose wait was interrupted (a case's timeout) is stale
             kind, got, payload = self.channel.receive(self.timeout_s, what)
@@ -180,10 +182,22 @@ class RemoteBackend:
         """Carry out the queued requests now (and read the kernel's health)."""
         self.call([], "the queued requests")
 
+    @property
+    def pending(self) -> bool:
+        return bool(self._queue)
+
     def settle(self) -> None:
         """Flush if anything is queued, so the health read last is that of every call made."""
         if self._queue:
             self.flush()
+
+    def files(self) -> tuple[list[tuple[int, str]], str]:
+        """The executor's open fds with their links, and its /proc/self/maps, in one batch."""
+        fds, maps = self.call([Request(Op.FDS), Request(Op.SLURP, data=b"/proc/self/maps")], "the executor's files")
+        _check("listing /proc/self/fd", fds)
+        _check("reading /proc/self/maps", maps)
+        pairs = [line.split(" ", 1) for line in fds.data.decode(errors="replace").splitlines()]
+        return [(int(fd), link) for fd, link in pairs], maps.data.decode(errors="replace")
 
     def take_log(self) -> list[str]:
         """Kernel log records (/dev/kmsg lines) since the last take, as of the last reply."""

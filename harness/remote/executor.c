@@ -42,7 +42,7 @@ enum kind { HELLO = 1, BATCH = 2, REPLY = 3, FAILURE = 4 };
 enum op {
 	OP_OPEN = 1, OP_CLOSE, OP_IOCTL, OP_FSTAT, OP_READ, OP_WRITE, OP_PREAD, OP_PWRITE,
 	OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_FALLOCATE, OP_LSEEK, OP_FTRUNCATE, OP_FCNTL,
-	OP_PEEK, OP_POKE, OP_FILL, OP_EXIT,
+	OP_PEEK, OP_POKE, OP_FILL, OP_EXIT, OP_FDS, OP_SLURP,
 };
 
 /* a request: op, data length, six arguments, then the data padded to 8 bytes */
@@ -190,7 +190,56 @@ static void put_stat(struct buf *out, int64_t *result, int fd)
 	*result = 0;
 }
 
-/* one request; its data out (PEEK, FSTAT) goes after the result in `out` */
+/* "fd link" lines for every open fd: the host tells which are KVM's */
+static int64_t put_fds(struct buf *out)
+{
+	char path[300], link[512];
+	struct dirent *e;
+	DIR *d = opendir("/proc/self/fd");
+	ssize_t n;
+	int64_t count = 0;
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n < 0)
+			continue; /* the fd that lists the directory, closed by now */
+		put(out, e->d_name, strlen(e->d_name));
+		put(out, " ", 1);
+		put(out, link, n);
+		put(out, "\n", 1);
+		count++;
+	}
+	closedir(d);
+	return count;
+}
+
+/* a whole file (a /proc one: its size says nothing) */
+static int64_t put_file(struct buf *out, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int64_t total = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		reserve(out, 65536);
+		n = read(fd, out->p + out->len, 65536);
+		if (n <= 0)
+			break;
+		out->len += n;
+		total += n;
+	}
+	close(fd);
+	return n < 0 ? -errno : total;
+}
+
+/* one request; its data out (PEEK, FSTAT, FDS, SLURP) goes after the result in `out` */
 static int64_t execute(const struct request *rq, const unsigned char *data, struct buf *out, int *quit)
 {
 	const uint64_t *a = rq->arg;
@@ -250,6 +299,14 @@ static int64_t execute(const struct request *rq, const unsigned char *data, stru
 	case OP_EXIT:
 		*quit = 1;
 		return 0;
+	case OP_FDS:
+		return put_fds(out);
+	case OP_SLURP:
+		if (rq->len >= sizeof(path))
+			return -ENAMETOOLONG;
+		memcpy(path, data, rq->len);
+		path[rq->len] = '\0';
+		return put_file(out, path);
 	}
 	return r;
 }

@@ -63,6 +63,8 @@ class Op(enum.IntEnum):
     POKE = 17  # address; data: the bytes
     FILL = 18  # address, length, byte
     EXIT = 19  # the executor answers, then exits
+    FDS = 20  # reply data: "fd link" lines for each of the executor's open fds
+    SLURP = 21  # data: a path; reply data: the whole file (a /proc one, whose size says nothing)
 
 
 class ProtocolError(Exception):

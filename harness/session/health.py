@@ -197,7 +197,10 @@ class KvmFiles:
 
     def _read_maps(self) -> frozenset[str]:
         with open("/proc/self/maps") as fh:
-            text = fh.read()
+            return self.kvm_maps(fh.read())
+
+    def kvm_maps(self, text: str) -> frozenset[str]:
+        """The lines of a maps file that map a KVM file, as "range perms file"."""
         maps = set()
         for line in self._lines_with_needles(text):
             parts = line.split(maxsplit=5)
@@ -216,6 +219,25 @@ class KvmFiles:
                 end = len(text) if end == -1 else end
                 yield text[start:end]
                 pos = text.find(needle, end)
+
+
+class ExecutorFiles(KvmFiles):
+    """The KVM fds and mappings of the executor, which holds them for the remote backend."""
+
+    def __init__(self, devices: Iterable[str], backend: RemoteBackend) -> None:
+        super().__init__(devices)
+        self.backend = backend
+        self._last: tuple[int, Resources] | None = None
+
+    def snapshot(self) -> Resources:
+        """Asked again only after a call went to the executor since (one batch, which also
+        carries the calls still queued, and brings the kernel log and taint with it)."""
+        if self._last is not None and self._last[0] == self.backend.batches and not self.backend.pending:
+            return self._last[1]
+        fds, maps = self.backend.files()
+        now = Resources(frozenset((fd, link) for fd, link in fds if self.is_kvm(link)), self.kvm_maps(maps))
+        self._last = (self.backend.batches, now)
+        return now
 
 
 def fail_report(report: pytest.TestReport, text: str) -> None:
@@ -302,6 +324,12 @@ class KernelHealth:
         backend = target.backend if target is not None else None
         return backend if isinstance(backend, RemoteBackend) else None
 
+    def _snapshot(self) -> Resources:
+        remote = self._remote()
+        if remote is not None and not isinstance(self.files, ExecutorFiles):
+            self.files = ExecutorFiles(self.files.devices, remote)
+        return self.files.snapshot()
+
     def _take_log(self) -> list[str]:
         remote = self._remote()
         if remote is not None:
@@ -321,16 +349,16 @@ class KernelHealth:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         if self._watched(item):
+            start = self._snapshot()  # first: for the remote backend its batch brings the log and taint
             self._take_log()  # what was logged between cases is no case's
-            taint = self._taint()
-            item.stash[STATE_KEY] = _CaseState(self.files.snapshot(), taint)
+            item.stash[STATE_KEY] = _CaseState(start, self._taint())
         return (yield)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
         state = item.stash.get(STATE_KEY, None)
         if state is not None:
-            state.before_call = self.files.snapshot()  # what setup (fixtures) opened is not the body's
+            state.before_call = self._snapshot()  # what setup (fixtures) opened is not the body's
         return (yield)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -351,6 +379,7 @@ class KernelHealth:
     def _check(self, state: _CaseState, when: str) -> tuple[list[str], list[str]]:
         """Problems since the case started (the call) or since the call ended (teardown)."""
         problems = []
+        now = self._snapshot()  # first: for the remote backend its batch brings the log and taint
         log = self._take_log()
         shown = trouble(log)
         taint = self._taint()
@@ -360,7 +389,6 @@ class KernelHealth:
             problems.append(f"kernel tainted during the case: {', '.join(taint_letters(new_taint))}")
         if shown is not None:
             problems.append(f"kernel log: {shown[0]}")
-        now = self.files.snapshot()
         before = state.before_call if when == "call" and state.before_call is not None else state.start
         leaked = [r for r in now.new_since(before, self._held()) if r not in state.reported]
         state.reported |= frozenset(leaked)
