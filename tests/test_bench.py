@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,24 @@ def test_a_tiny_real_run_writes_the_table_and_json(tmp_path: Path, capsys: pytes
             assert len(row["c"]["samples"]) == 2 and row["ratio"] is not None, row
             assert not row["note"].startswith("not the same call"), row
     assert data["machine"]["cores"] == os.cpu_count()
+
+
+def test_vm_rows_come_in_both_modes_and_say_when_the_executor_cannot_run(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(bench, "find_test_kernel", lambda: tmp_path / "7.3.4")
+    ran: list[list[str]] = []
+    lines = [(1.0, "guest ready after 1.0 s"), (2.0, "first case finished"), (2.1, "1/3 cases"), (4.0, "3/3 cases"),
+             (5.0, "reports: /x")]
+
+    def stream(argv: Sequence[str], progress: object) -> tuple[int, list[tuple[float, str]]]:
+        ran.append(list(argv))
+        return 0, lines
+
+    monkeypatch.setattr(bench, "stream", stream)
+    monkeypatch.setattr(bench, "engine_places_through_backend", lambda: True)
+    rows = bench.vm_mode_section(Settings(long_runs=1), tmp_path, lambda _: None).rows
+    assert [r.label for r in rows][::4] == ["7.3.4 executor: start → guest ready", "7.3.4 in guest: start → guest ready"]
+    assert rows[3].ours == Figure((1.5,)) and ["--in-guest" in argv for argv in ran] == [False, True]
+    monkeypatch.setattr(bench, "engine_places_through_backend", lambda: False)
+    rows = bench.vm_mode_section(Settings(long_runs=1), tmp_path, lambda _: None).rows
+    assert rows[0].note.startswith("n/a: the engine still places structs") and len(rows) == 5
