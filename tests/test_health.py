@@ -228,6 +228,25 @@ def test_tidy_vm(target):
     result.stdout.fnmatch_lines(["FAILED *test_leaks_vm - leak: the case left 1 KVM resource(s) open: fd * -> anon_inode:kvm-vm"])
 
 
+def test_a_dead_executor_fails_its_case_and_ends_the_run(pytester: pytest.Pytester) -> None:
+    """The case that lost it fails with the reason; no later case waits on it."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("/dev/kvm cannot be opened read-write by this user")
+    pytester.makepyfile("""
+def test_kills_it(target):
+    target.backend.keep[1].kill()
+    target.backend.keep[1].wait()
+    target.vm(0)
+
+def test_never_runs(target):
+    pass
+""")
+    result = pytester.runpytest(*PLUGINS, "--backend=remote")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Exit: kvmconf: the executor died: * killed by signal 9*"])
+    assert result.ret == 28
+
+
 def test_taint_letters_follow_the_kernel_table() -> None:
     assert taint_letters(1 << 9 | 1 << 12) == ["W (kernel issued warning)", "O (externally-built (out-of-tree) module was loaded)"]
     assert taint_letters(1 << 19) == ["J (userspace used a mutating debug operation in fwctl)"]

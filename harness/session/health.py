@@ -12,6 +12,7 @@ is reported as one, in words.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.remote.backend import RemoteBackend
+from harness.remote.backend import ExecutorError, RemoteBackend
 from harness.session.plugin import TARGET_KEY
 
 KMSG = "/dev/kmsg"
@@ -328,14 +329,24 @@ class KernelHealth:
         remote = self._remote()
         if remote is not None and not isinstance(self.files, ExecutorFiles):
             self.files = ExecutorFiles(self.files.devices, remote)
-        return self.files.snapshot()
+        try:
+            return self.files.snapshot()
+        except ExecutorError:  # the case's own call failed with it; the next case stops the run
+            return Resources(frozenset(), frozenset())
 
     def _take_log(self) -> list[str]:
         remote = self._remote()
         if remote is not None:
-            remote.settle()
+            with contextlib.suppress(ExecutorError):
+                remote.settle()
             return [msg for line in remote.take_log() if (msg := kernel_message(line)) is not None]
         return self.log.take() if self.log is not None else []
+
+    def _stop_if_executor_gone(self) -> None:
+        """A dead or stuck executor answers no later case: the run ends, saying why."""
+        remote = self._remote()
+        if remote is not None and remote.channel.broken is not None:
+            pytest.exit(f"kvmconf: {remote.channel.broken}", returncode=remote.channel.broken.exit_code)
 
     def _taint(self) -> int | None:
         remote = self._remote()
@@ -349,6 +360,7 @@ class KernelHealth:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         if self._watched(item):
+            self._stop_if_executor_gone()
             start = self._snapshot()  # first: for the remote backend its batch brings the log and taint
             self._take_log()  # what was logged between cases is no case's
             item.stash[STATE_KEY] = _CaseState(start, self._taint())
