@@ -218,3 +218,18 @@ def test_executor_mode_runs_the_host_command_beside_the_guest(fake: Path, monkey
     assert "pytest summary line" in log and "1/3 cases" not in log
     socket_arg = next(a for a in argv if a.startswith("socket,"))
     assert f"unix:{socket_arg.split('path=')[1].split(',')[0]} {fake / 'out' / 'console.log'} qemu-tcg" in log
+
+
+def test_a_guest_that_stays_up_after_the_suite_ended_is_killed_and_the_suite_stands(
+        fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call still hanging in the executor keeps the guest up: the suite's results stand."""
+    console = fake / "hung.log"
+    console.write_text("kvmconf-guest: release 7.3.4-test\nkvmconf-guest: found /dev/kvm\n"
+                       "kvmconf-guest: run /kvmconf/executor\n")
+    replay(monkeypatch, console, sleep=60)
+    monkeypatch.setattr(runner, "_SHUTDOWN_GRACE_S", 0.5)
+    lines: list[str] = []
+    result = runner.run_with_executor(fake / "kernel", [sys.executable, "-c", "raise SystemExit(1)"], fake / "out",
+                                      accel="tcg", progress=lines.append, timeout_s=30)
+    assert result.exit_status == 1 and result.total_s < 20
+    assert any("did not power off" in line for line in lines)

@@ -213,6 +213,8 @@ def _pump(proc: subprocess.Popen[bytes], session: _Session, deadline: float,
         if pending[src]:
             feeds[src](pending[src].decode(errors="replace").rstrip("\r"))
         del feeds[src]
+        if src != console and session.finished_at is None:
+            session.finished_at = time.monotonic() - session.start  # the suite is done: the guest has its grace
 
     while feeds:
         limit = deadline
@@ -358,7 +360,14 @@ def _run(params: QemuParams, console_log: Path, tell: Callable[[str], None], tim
             "QEMU was killed",
             console_log,
         )
-    error = boot.session.parser.verdict().error(
+    verdict = boot.session.parser.verdict()
+    if (boot.host_status is not None and verdict.started and verdict.panic is None
+            and verdict.setup_failure is None and boot.ending in ("closed", "stuck")):
+        if verdict.exit_status is None:  # the suite's own results stand; its hang is in them
+            tell(f"the guest did not power off within {_SHUTDOWN_GRACE_S:g} s of the suite's end "
+                 "(a call still hangs in it): QEMU was killed")
+        return _result(boot, params.accel, console_log, attempts)
+    error = verdict.error(
         console_log, _qemu_detail(boot.returncode, boot.stderr) if boot.ending == "closed" else ""
     )
     if error is not None:
@@ -438,9 +447,10 @@ def _qemu_detail(returncode: int, stderr_text: str) -> str:
 
 def _result(boot: _Boot, accel: Accel, console_log: Path, attempts: int) -> GuestResult:
     verdict = boot.session.parser.verdict()
-    assert verdict.exit_status is not None and boot.session.ready_s is not None
+    status = verdict.exit_status if boot.host_status is None else boot.host_status
+    assert status is not None and boot.session.ready_s is not None
     return GuestResult(
-        exit_status=verdict.exit_status if boot.host_status is None else boot.host_status,
+        exit_status=status,
         kernel_release=verdict.release or "",
         accel=accel,
         ready_s=boot.session.ready_s,
