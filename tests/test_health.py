@@ -190,8 +190,10 @@ def test_warns(target):
     result.stdout.fnmatch_lines([f"FAILED *test_warns - kernel log: {WARN}"])
 
 
-def test_real_vm_leak_is_caught(pytester: pytest.Pytester) -> None:
-    """On the real device: a VM the case keeps open is named as anon_inode:kvm-vm."""
+@pytest.mark.parametrize("backend", ["kernel", "remote"])
+def test_real_vm_leak_is_caught(pytester: pytest.Pytester, backend: str) -> None:
+    """On the real device: a VM the case keeps open is named as anon_inode:kvm-vm (with the
+    remote backend the VM is the executor's, and so are the fds looked at)."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         pytest.skip("/dev/kvm cannot be opened read-write by this user")
     pytester.makepyfile("""
@@ -204,26 +206,7 @@ def test_tidy_vm(target):
     with target.vm(0):
         pass
 """)
-    result = pytester.runpytest(*PLUGINS)
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["FAILED *test_leaks_vm - leak: the case left 1 KVM resource(s) open: fd * -> anon_inode:kvm-vm"])
-
-
-def test_real_vm_leak_in_the_executor_is_caught(pytester: pytest.Pytester) -> None:
-    """With the remote backend the VM is the executor's: its fds are the ones looked at."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        pytest.skip("/dev/kvm cannot be opened read-write by this user")
-    pytester.makepyfile("""
-KEEP = []
-
-def test_leaks_vm(target):
-    KEEP.append(target.vm(0))
-
-def test_tidy_vm(target):
-    with target.vm(0):
-        pass
-""")
-    result = pytester.runpytest(*PLUGINS, "--backend=remote")
+    result = pytester.runpytest(*PLUGINS, f"--backend={backend}")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["FAILED *test_leaks_vm - leak: the case left 1 KVM resource(s) open: fd * -> anon_inode:kvm-vm"])
 
