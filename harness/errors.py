@@ -32,6 +32,7 @@ EXIT_CODES: dict[int, str] = {
     26: "`--kernel`: the guest never ran the suite",
     27: "`--kernel`: the image cannot be read (permissions)",
     28: "`--kernel`: the guest stopped mid-run without a panic message",
+    29: "`--backend remote`: the executor could not be reached, died or hung before the first case",
     30: "`--kvm-header`: no such file, or not a regular file (a FIFO, a folder)",
     31: "`--kvm-header`: does not compile (gcc's first error is shown)",
     32: "`--kvm-header`: lacks what the suite needs (`KVM_CREATE_VM`, `KVM_CHECK_EXTENSION`)",

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -165,9 +166,18 @@ def test_boot_times_come_from_the_lines_timestamps() -> None:
     assert boot_times([(1.0, "booting"), (2.0, "reports: /x")]) == BootTimes(None, None, 2.0)
 
 
+def test_per_case_cost_is_the_time_after_the_first_case_over_the_rest() -> None:
+    lines = [(10.0, "first case finished 10.0 s after QEMU started"), (10.1, "1/101 cases"),
+             (29.0, "101/101 cases"), (30.0, "reports: /tmp/r/x")]
+    times = boot_times(lines)
+    assert times.cases == 101 and times.per_case == pytest.approx(0.2)
+    assert BootTimes(1.0, None, 2.0, 10).per_case is None
+
+
 def test_boot_rows_say_which_line_was_missing() -> None:
     rows = boot_rows("7.3 under QEMU", [BootTimes(20.0, None, 90.0), BootTimes(22.0, None, 95.0)])
-    assert [r.label.split(": ")[1] for r in rows] == ["start → guest ready", "start → first case", "start → report written"]
+    assert [r.label.split(": ")[1] for r in rows] == ["start → guest ready", "start → first case", "start → report written",
+                                                      "per case after the first"]
     assert rows[0].ours == Figure((20.0, 22.0)) and rows[2].ours is not None
     assert rows[1].ours is None and rows[1].note.startswith("n/a (kvmconf run --kernel printed no")
 
@@ -263,3 +273,20 @@ def test_a_tiny_real_run_writes_the_table_and_json(tmp_path: Path, capsys: pytes
             assert len(row["c"]["samples"]) == 2 and row["ratio"] is not None, row
             assert not row["note"].startswith("not the same call"), row
     assert data["machine"]["cores"] == os.cpu_count()
+
+
+def test_vm_rows_come_in_both_modes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(bench, "find_test_kernel", lambda: tmp_path / "7.3.4")
+    ran: list[list[str]] = []
+    lines = [(1.0, "guest ready after 1.0 s"), (2.0, "first case finished"), (2.1, "1/3 cases"), (4.0, "3/3 cases"),
+             (5.0, "reports: /x")]
+
+    def stream(argv: Sequence[str], progress: object) -> tuple[int, list[tuple[float, str]]]:
+        ran.append(list(argv))
+        return 0, lines
+
+    monkeypatch.setattr(bench, "stream", stream)
+    rows = bench.vm_mode_section(Settings(long_runs=1), tmp_path, lambda _: None).rows
+    assert [r.label for r in rows][::4] == ["7.3.4 executor: start → guest ready", "7.3.4 in guest: start → guest ready"]
+    assert rows[3].ours == Figure((1.5,)) and ["--in-guest" in argv for argv in ran] == [False, True]

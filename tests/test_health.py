@@ -190,8 +190,10 @@ def test_warns(target):
     result.stdout.fnmatch_lines([f"FAILED *test_warns - kernel log: {WARN}"])
 
 
-def test_real_vm_leak_is_caught(pytester: pytest.Pytester) -> None:
-    """On the real device: a VM the case keeps open is named as anon_inode:kvm-vm."""
+@pytest.mark.parametrize("backend", ["kernel", "remote"])
+def test_real_vm_leak_is_caught(pytester: pytest.Pytester, backend: str) -> None:
+    """On the real device: a VM the case keeps open is named as anon_inode:kvm-vm (with the
+    remote backend the VM is the executor's, and so are the fds looked at)."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         pytest.skip("/dev/kvm cannot be opened read-write by this user")
     pytester.makepyfile("""
@@ -204,9 +206,28 @@ def test_tidy_vm(target):
     with target.vm(0):
         pass
 """)
-    result = pytester.runpytest(*PLUGINS)
+    result = pytester.runpytest(*PLUGINS, f"--backend={backend}")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["FAILED *test_leaks_vm - leak: the case left 1 KVM resource(s) open: fd * -> anon_inode:kvm-vm"])
+
+
+def test_a_dead_executor_fails_its_case_and_ends_the_run(pytester: pytest.Pytester) -> None:
+    """The case that lost it fails with the reason; no later case waits on it."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("/dev/kvm cannot be opened read-write by this user")
+    pytester.makepyfile("""
+def test_kills_it(target):
+    target.backend.keep[1].kill()
+    target.backend.keep[1].wait()
+    target.vm(0)
+
+def test_never_runs(target):
+    pass
+""")
+    result = pytester.runpytest(*PLUGINS, "--backend=remote")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Exit: kvmconf: the executor died: * killed by signal 9*"])
+    assert result.ret == 29
 
 
 def test_taint_letters_follow_the_kernel_table() -> None:

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from harness.qemu.cmdline import KERNEL_ARGS, QemuParams, Share, qemu_argv
+from harness.qemu.cmdline import KERNEL_ARGS, Port, QemuParams, Share, qemu_argv
 
 BASE = QemuParams(
     kernel=Path("/k/vmlinuz"), initrd=Path("/t/initrd"), accel="tcg",
@@ -54,3 +54,12 @@ def test_kernel_args_keep_noise_off_and_end_qemu_on_panic() -> None:
     args = KERNEL_ARGS.split()
     assert "console=ttyS0" in args and "quiet" in args and "printk.time=1" in args
     assert "panic=1" in args and "rdinit=/init" in args
+
+
+def test_ports_are_virtserialports_on_listening_sockets() -> None:
+    """QEMU listens without waiting for the host (server=on,wait=off); the guest finds the port by name."""
+    argv = qemu_argv(params(ports=(Port("kvmconf.executor", Path("/t/ex,ec.sock")),)))
+    assert option(argv, "-chardev")[1] == "socket,id=port0,path=/t/ex,,ec.sock,server=on,wait=off"
+    assert option(argv, "-device")[-2:] == ["virtio-serial-pci,id=vser",
+                                            "virtserialport,bus=vser.0,chardev=port0,name=kvmconf.executor"]
+    assert "virtio-serial-pci,id=vser" not in option(qemu_argv(params()), "-device")

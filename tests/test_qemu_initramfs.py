@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from harness.qemu.initramfs import (
+    EXECUTOR_PATH,
+    EXECUTOR_PORT,
     NEWROOT,
     GuestPlan,
     encode_script,
+    executor_script,
     guest_script,
     initramfs,
     module_file,
@@ -99,3 +102,18 @@ def test_archive_holds_init_console_script_and_modules() -> None:
     assert members["kvmconf/script"].data == b"run\0"
     assert members[module_file("kvm").lstrip("/")].data == b"ELF-kvm"
     assert {"dev", "proc", "sys", "newroot", "keep", "modules"} <= members.keys()
+
+
+def test_executor_script_loads_kvm_then_runs_the_executor_on_its_port() -> None:
+    """No root share, no switch of root: the executor comes from the initramfs itself."""
+    ops = ops_of(executor_script(PLAN.modules))
+    names = [op[0] for op in ops]
+    assert "switch-root" not in names and not any(op[0] == "mount" and op[3] == "9p" for op in ops)
+    assert ("mount", "sys", "sysfs", "/sys", "sysfs", "0", "") in ops  # ports are found by name in sysfs
+    assert names.index("module") < names.index("need") < names.index("run")
+    assert [op[1] for op in ops if op[0] == "arg"] == [EXECUTOR_PATH, EXECUTOR_PORT]
+
+
+def test_archive_can_carry_the_executor() -> None:
+    files = {e.name: e for e in read_newc(initramfs(b"init", b"script", [], executor=b"\x7fELF"))}
+    assert files[EXECUTOR_PATH.lstrip("/")].data == b"\x7fELF" and files[EXECUTOR_PATH.lstrip("/")].mode & 0o111

@@ -190,3 +190,46 @@ def test_init_is_built_once_and_cached(tmp_path: Path) -> None:
     stamp = first.stat().st_mtime_ns
     assert runner.build_init(tmp_path) == first and first.stat().st_mtime_ns == stamp
     assert first.read_bytes()[:4] == b"\x7fELF"
+
+
+HOST_COMMAND = """
+import os, sys
+print("kvmconf-progress: 1/3 cases", flush=True)
+print("pytest summary line", flush=True)
+print(os.environ["KVMCONF_EXECUTOR"], os.environ["KVMCONF_CONSOLE_LOG"], os.environ["KVMCONF_GUEST"], flush=True)
+sys.exit(1)
+"""
+
+
+def test_executor_mode_runs_the_host_command_beside_the_guest(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's exit status is the result's; QEMU gets the executor's port and no root share;
+    the host command's progress is told and the rest of its output kept in the console log."""
+    replay(monkeypatch, CONSOLES / "clean.log")
+    lines: list[str] = []
+    result = runner.run_with_executor(fake / "kernel", [sys.executable, "-c", HOST_COMMAND], fake / "out",
+                                      accel="tcg", progress=lines.append, memory_mib=512, cpus=1)
+    assert result.exit_status == 1 and result.kernel_release == "7.3.4+deb13-amd64"
+    assert "1/3 cases" in lines and result.first_output_s is not None
+    argv = json.loads((fake / "argv.json").read_text())
+    assert "virtio-9p-pci" not in " ".join(argv)
+    port = next(a for a in argv if a.startswith("virtserialport,"))
+    assert port.endswith(f"name={initramfs_module.EXECUTOR_PORT}")
+    log = (fake / "out" / "console.log").read_text()
+    assert "pytest summary line" in log and "1/3 cases" not in log
+    socket_arg = next(a for a in argv if a.startswith("socket,"))
+    assert f"unix:{socket_arg.split('path=')[1].split(',')[0]} {fake / 'out' / 'console.log'} qemu-tcg" in log
+
+
+def test_a_guest_that_stays_up_after_the_suite_ended_is_killed_and_the_suite_stands(
+        fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call still hanging in the executor keeps the guest up: the suite's results stand."""
+    console = fake / "hung.log"
+    console.write_text("kvmconf-guest: release 7.3.4-test\nkvmconf-guest: found /dev/kvm\n"
+                       "kvmconf-guest: run /kvmconf/executor\n")
+    replay(monkeypatch, console, sleep=60)
+    monkeypatch.setattr(runner, "_SHUTDOWN_GRACE_S", 0.5)
+    lines: list[str] = []
+    result = runner.run_with_executor(fake / "kernel", [sys.executable, "-c", "raise SystemExit(1)"], fake / "out",
+                                      accel="tcg", progress=lines.append, timeout_s=30)
+    assert result.exit_status == 1 and result.total_s < 20
+    assert any("did not power off" in line for line in lines)

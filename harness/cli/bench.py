@@ -8,7 +8,8 @@ printed and saved (reports/bench/<run>/bench.json) instead. Four parts:
    in a C loop generated from the ABI facts and built here with gcc -O2, and the cost
    of creating and closing a VM, which a case needing a fresh VM pays;
 2. the whole suite, serial and on all cores, with the collection apart;
-3. the suite in a kernel booted under QEMU (`kvmconf run --kernel`);
+3. the suite against a kernel booted under QEMU (`kvmconf run --kernel`), in both modes:
+   the suite on the host with the executor in the guest, and the suite in the guest;
 4. the suite on the model backend, and the mutation run.
 
 Per-ioctl costs are the calling thread's CPU time on both sides: on a shared machine
@@ -675,6 +676,17 @@ class BootTimes:
     ready: float | None
     first_case: float | None
     report: float | None
+    cases: int | None = None  # from the last "N/M cases" progress line
+
+    @property
+    def per_case(self) -> float | None:
+        """Seconds per case after the first: the part of a run that grows with the suite."""
+        if self.first_case is None or self.report is None or not self.cases or self.cases < 2:
+            return None
+        return (self.report - self.first_case) / (self.cases - 1)
+
+
+_CASES_LINE = re.compile(r"^\d+/(\d+) cases$")
 
 
 def boot_times(lines: Sequence[tuple[float, str]]) -> BootTimes:
@@ -690,10 +702,12 @@ def boot_times(lines: Sequence[tuple[float, str]]) -> BootTimes:
     def first(matches: Callable[[str], bool]) -> float | None:
         return next((t for t, text in plain if matches(text)), None)
 
+    totals = [int(m.group(1)) for _, text in plain if (m := _CASES_LINE.match(text))]
     return BootTimes(
         ready=first(lambda s: "guest ready after" in s),
         first_case=first(lambda s: "first case" in s or _PYTEST_PROGRESS.match(s) is not None),
         report=first(lambda s: s.startswith("reports: ")),
+        cases=totals[-1] if totals else None,
     )
 
 
@@ -720,23 +734,33 @@ def stream(argv: Sequence[str], progress: Progress) -> tuple[int, list[tuple[flo
     return proc.returncode, lines
 
 
+# the suite on the host with the executor in the guest (the default), and all in the guest
+VM_MODES: tuple[tuple[str, tuple[str, ...]], ...] = (("executor", ()), ("in guest", ("--in-guest",)))
+
+
 def vm_mode_section(settings: Settings, reports: Path, progress: Progress) -> Section:
-    """Part 3: `kvmconf run --kernel DIR` from start to guest ready, first case, written report."""
-    measure = f"wall s from start, {_runs(settings.long_runs)}"
+    """Part 3: `kvmconf run --kernel DIR` in both modes, side by side: start to guest ready,
+    first case and written report, and the cost of each further case."""
+    measure = f"wall s from start, {_runs(settings.long_runs)} per mode"
     kernel = find_test_kernel()
     if kernel is None:
         why = f"skipped: no kernel (set KVMCONF_TEST_KERNEL or put one in {KERNEL_CACHE})"
         return Section("vm_mode", "VM mode under QEMU", "s", measure, (Row("kvmconf run --kernel", note=why),))
-    label = f"{kernel.name} under QEMU"
-    runs: list[BootTimes] = []
-    for i in range(settings.long_runs):
-        progress(f"VM mode: run {i + 1} of {settings.long_runs}, {label}")
-        code, lines = stream(_cli("run", "--kernel", str(kernel), "--reports", str(reports)), progress)
-        if code not in (0, 1):
-            tail = lines[-1][1][:80] if lines else "no output"
-            return Section("vm_mode", "VM mode under QEMU", "s", measure, (Row(label, note=f"failed: exit {code}: {tail}"),))
-        runs.append(boot_times(lines))
-    return Section("vm_mode", "VM mode under QEMU", "s", measure, boot_rows(label, runs))
+    rows: list[Row] = []
+    for mode, options in VM_MODES:
+        label = f"{kernel.name} {mode}"
+        runs: list[BootTimes] = []
+        for i in range(settings.long_runs):
+            progress(f"VM mode: run {i + 1} of {settings.long_runs}, {label}")
+            code, lines = stream(_cli("run", "--kernel", str(kernel), *options, "--reports", str(reports)), progress)
+            if code not in (0, 1):
+                tail = lines[-1][1][:80] if lines else "no output"
+                rows.append(Row(label, note=f"failed: exit {code}: {tail}"))
+                break
+            runs.append(boot_times(lines))
+        else:
+            rows += boot_rows(label, runs)
+    return Section("vm_mode", "VM mode under QEMU", "s", measure, tuple(rows))
 
 
 def boot_rows(label: str, runs: Sequence[BootTimes]) -> tuple[Row, ...]:
@@ -745,6 +769,7 @@ def boot_rows(label: str, runs: Sequence[BootTimes]) -> tuple[Row, ...]:
         ("ready", "start → guest ready", "a 'guest ready after' line"),
         ("first_case", "start → first case", "a 'first case' or pytest progress line"),
         ("report", "start → report written", "a 'reports: PATH' line"),
+        ("per_case", "per case after the first", "'N/M cases' progress lines"),
     )
     rows = []
     for attr, what, line in milestones:

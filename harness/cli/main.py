@@ -90,6 +90,7 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                         "a bzImage, or a built kernel tree (its header is used, and its profile chosen)")
     q.add_argument("--accel", choices=("kvm", "tcg"),
                    help="QEMU accelerator (default: kvm when the host's KVM offers nested virtualization, else tcg)")
+    q.add_argument("--in-guest", action="store_true", help="run pytest inside the guest over a 9p root (the older, slower mode)")
     q.add_argument("--guest-workers", default="0", type=_workers, metavar="N",
                    help="pytest-xdist workers inside the guest (default: 0; each worker starts Python under emulation)")
     q.add_argument("--guest-timeout", type=_seconds, default=1800.0, metavar="SECONDS",

@@ -1,10 +1,13 @@
-"""`kvmconf run --kernel PATH`: the same suite, inside a kernel booted under QEMU.
+"""`kvmconf run --kernel PATH`: the same suite, against a kernel booted under QEMU.
 
-The host checks the inputs, probes the header once (the guest gets the facts as a
-probe record in the run folder, never the header's path, which it may not see, and
-runs no gcc under emulation), prints the console header, creates the run folder and
-boots the kernel; the guest runs `kvmconf run --output-dir` against its own /dev/kvm
-and writes the reports straight into the run folder, which the host then publishes.
+Two modes. By default the suite stays on the host, at host speed: the guest's
+initramfs starts only the executor, and `kvmconf run --backend remote` here makes its
+system calls through it (harness/remote). With `--in-guest` (the older mode) the guest
+mounts the host's root over 9p and runs the whole pytest session itself. Either way the
+host checks the inputs, probes the header once (the guest, or the host-side run, gets the
+facts as a probe record in the run folder, never the header's path, and no gcc runs under
+emulation), prints the console header, creates the run folder and boots the kernel; the
+reports are written straight into the run folder, which the host then publishes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from harness.paths import ROOT
 from harness.qemu.accel import Accel, host_accel, parse_accel
 from harness.qemu.errors import GuestError
 from harness.qemu.kernel import KernelImage, find_kernel
-from harness.qemu.runner import build_init, qemu_binary, run_in_qemu
+from harness.qemu.runner import GuestResult, build_init, qemu_binary, run_in_qemu, run_with_executor
 from harness.session.header_block import header_lines
 
 _FIRST_CASE = re.compile(r"^1/\d+ cases$")
@@ -122,6 +125,33 @@ class _Console:
         print(line, flush=True)
 
 
+def host_argv(args: argparse.Namespace, out: Path, accel: Accel, checkout: dict[str, str]) -> list[str]:
+    """`kvmconf run` on the host against the guest's executor: the guest's argv with the
+    remote backend, one process (the executor serves one channel), and the expectations
+    file of the kernel's release, which the plugin picks by itself only for the kernel
+    backend."""
+    argv = [a for a in guest_argv(args, out, accel, checkout) if not a.startswith(("--workers=", "--backend="))]
+    argv[4:4] = ["--workers=0", "--backend=remote"]
+    if not args.expectations:
+        found = for_release(find_kernel(Path(args.kernel)).release).path
+        if found is not None:
+            argv.insert(6, f"--expectations={found}")
+    return argv
+
+
+def boot_and_run(args: argparse.Namespace, out: Path, progress: _Console, accel: Accel, checkout: dict[str, str]) -> GuestResult:
+    """The suite against the kernel under QEMU, in the mode `--in-guest` chooses."""
+    if not args.in_guest:
+        return run_with_executor(Path(args.kernel), host_argv(args, out, accel, checkout), out, accel=accel,
+                                 timeout_s=args.guest_timeout, progress=progress)
+    # the guest sees the tree read-only and interprets 16 times slower: give it bytecode
+    for tree in ("harness", "suites"):
+        compileall.compile_dir(ROOT / tree, quiet=1)
+    compileall.compile_file(ROOT / "conftest.py", quiet=1)
+    return run_in_qemu(Path(args.kernel), guest_argv(args, out, accel, checkout), out, accel=accel,
+                       timeout_s=args.guest_timeout, progress=progress)
+
+
 def run_under_qemu(args: argparse.Namespace) -> tuple[int, Path | None]:
     """Boot, run, publish: the exit status and the published run folder (None when the
     run is incomplete); a boot failure is one line, its exit code, and the folder kept
@@ -130,17 +160,12 @@ def run_under_qemu(args: argparse.Namespace) -> tuple[int, Path | None]:
     accel = parse_accel(args.accel) if args.accel else host_accel()
     checkout = git_checkout(image.tree) if image.tree is not None else {}
     print("\n".join(console_header(args, image, accel, checkout)), flush=True)
-    # the guest sees the tree read-only and interprets 16 times slower: give it bytecode
-    for tree in ("harness", "suites"):
-        compileall.compile_dir(ROOT / tree, quiet=1)
-    compileall.compile_file(ROOT / "conftest.py", quiet=1)
     run = RunFolder(Path(args.reports))
     console = _Console()
     try:
         if args.kvm_header:
             write_record(Path(args.kvm_header), run.path / PROBE_RECORD)
-        result = run_in_qemu(Path(args.kernel), guest_argv(args, run.path, accel, checkout), run.path, accel=accel,
-                             timeout_s=args.guest_timeout, progress=console)
+        result = boot_and_run(args, run.path, console, accel, checkout)
     except GuestError as e:
         kept = run.mark_incomplete(str(e))
         raise type(e)(f"{e.message} (console log: {kept / 'console.log'})") from None

@@ -37,7 +37,9 @@ from harness.host.libc import (
     last_errno,
     munmap,
 )
+from harness.host.limits import host_limits
 from harness.host.usermem import LocalMemory, UserMemory
+from harness.rules import HostLimits
 
 
 class Backend(Protocol):
@@ -66,6 +68,8 @@ class Backend(Protocol):
     @property
     def memory(self) -> UserMemory:
         """Where structs and buffers for this backend's calls are placed."""
+    def limits(self) -> HostLimits:
+        """The machine's own bounds for memslot rules, read where the calls run."""
 
 
 class KernelBackend:
@@ -116,6 +120,9 @@ class KernelBackend:
 
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
         return _ret(_fallocate(fd, mode, offset, length))
+
+    def limits(self) -> HostLimits:
+        return host_limits()
 
     def readv(self, fd: int, addr: int, length: int) -> int:
         return _ret(_readv(fd, Iovec(addr, length), 1))

@@ -32,6 +32,18 @@ class Diff:
         return not self.outside
 
 
+def changes(before: bytes, after: bytes, start: int, end: int) -> Diff:
+    """What differs between two copies of a region whose struct spans [start, end)."""
+    if after == before:  # the common case, without a byte-by-byte walk
+        return Diff((), ())
+    inside: list[int] = []
+    outside: list[int] = []
+    for i, (a, b) in enumerate(zip(before, after, strict=True)):
+        if a != b:
+            (inside if start <= i < end else outside).append(i - start)
+    return Diff(tuple(inside), tuple(outside))
+
+
 class Placement:
     """One struct in a mapping of its own; closes (unmaps) itself."""
 
@@ -67,17 +79,8 @@ class Placement:
         return ctypes.string_at(self.addr, self.visible)
 
     def diff(self) -> Diff:
-        after = ctypes.string_at(self.base, self.data_pages * PAGE_SIZE)
-        if after == self._before:  # the common case, without a byte-by-byte walk
-            return Diff((), ())
         start = self.addr - self.base
-        end = start + self.visible
-        inside: list[int] = []
-        outside: list[int] = []
-        for i, (a, b) in enumerate(zip(self._before, after, strict=True)):
-            if a != b:
-                (inside if start <= i < end else outside).append(i - start)
-        return Diff(tuple(inside), tuple(outside))
+        return changes(self._before, ctypes.string_at(self.base, self.data_pages * PAGE_SIZE), start, start + self.visible)
 
     def close(self) -> None:
         if self.base:

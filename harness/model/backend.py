@@ -55,7 +55,7 @@ from harness.model import vcpu
 from harness.model.deviation import FAITHFUL, Deviation
 from harness.model.state import GmemState, Handle, Slot, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
-from harness.rules import MAX_GPA_BITS, USER_MEM_SLOTS, USER_VA_BITS
+from harness.rules import MAX_GPA_BITS, USER_MEM_SLOTS, USER_VA_BITS, HostLimits
 
 PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 VM_TYPES = (0, 1)  # KVM_X86_DEFAULT_VM and KVM_X86_SW_PROTECTED_VM
@@ -129,6 +129,10 @@ class ModelBackend:
         os.set_inheritable(fd, handle.kind == FdKind.GUEST_MEMFD and not self.dev.skips("fd.no-cloexec", handle.kind))
         self.files[fd] = handle
         return fd
+
+    def limits(self) -> HostLimits:
+        """The model's kernel: 4-level paging and no TDP, as the rules' defaults."""
+        return HostLimits()
 
     def open(self, path: str) -> int:
         """The KVM device: the model's, whatever `path` says; /dev/kvm need not exist."""

@@ -10,6 +10,10 @@ Choices, each for a reason:
   host filesystems and their inode numbers would collide) and the run's output folder
   writable. `security_model=none` makes files the guest writes belong to whoever runs
   QEMU, and needs no privileges.
+- virtio-serial ports, each a UNIX socket QEMU listens on (`server=on,wait=off`: QEMU
+  starts without a client, and the host connects as soon as the socket exists): the
+  executor's channel. A port is a stream with flow control, unlike the console, and
+  is built into distribution kernels (CONFIG_VIRTIO_CONSOLE).
 - `quiet loglevel=5 printk.time=1`: routine kernel messages stay off the console, while
   warnings (a KVM `WARN_ON` a test provoked), oopses and panics still show, each with a
   `[ seconds]` stamp that tells them apart from the command's own output.
@@ -35,6 +39,14 @@ class Share:
 
 
 @dataclass(frozen=True)
+class Port:
+    """A virtio-serial port named `name` in the guest, a UNIX socket at `socket` on the host."""
+
+    name: str
+    socket: Path
+
+
+@dataclass(frozen=True)
 class QemuParams:
     """Everything that varies between QEMU runs."""
 
@@ -42,6 +54,7 @@ class QemuParams:
     initrd: Path
     accel: Accel
     shares: tuple[Share, ...]
+    ports: tuple[Port, ...] = ()
     memory_mib: int = 2048
     cpus: int = 2
     append: str = KERNEL_ARGS
@@ -74,4 +87,10 @@ def qemu_argv(params: QemuParams) -> list[str]:
             fsdev += ",readonly=on"
         argv += ["-fsdev", fsdev,
                  "-device", f"virtio-9p-pci,fsdev=fs{index},mount_tag={share.tag}"]
+    if params.ports:
+        argv += ["-device", "virtio-serial-pci,id=vser"]
+    for index, port in enumerate(params.ports):
+        path = str(port.socket).replace(",", ",,")
+        argv += ["-chardev", f"socket,id=port{index},path={path},server=on,wait=off",
+                 "-device", f"virtserialport,bus=vser.0,chardev=port{index},name={port.name}"]
     return argv

@@ -1,5 +1,6 @@
 """What the guest does before and around the command, as a script for init.c, and the
-initramfs that carries it.
+initramfs that carries it. Two plans: the suite inside the guest (below), or only the
+executor (`executor_script`), with the suite on the host.
 
 Why an initramfs plus the host root over 9p, rather than a disk image: the guest must
 run the project's own Python, its `.venv` and the tests exactly as they are on the
@@ -103,6 +104,25 @@ def guest_script(plan: GuestPlan) -> list[str]:
     return ops
 
 
+EXECUTOR_PATH = "/kvmconf/executor"
+EXECUTOR_PORT = "kvmconf.executor"  # the virtio-serial port's name (QEMU's virtserialport name=)
+
+
+def executor_script(modules: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The init's instructions when the suite stays on the host: KVM's modules, then the
+    executor from the initramfs itself on its port. No root share, so any kernel that
+    boots an initramfs and has /dev/kvm will do."""
+    ops: list[str] = []
+    ops += ["mount", "proc", "proc", "/proc", "proc", "0", ""]
+    ops += ["mount", "dev", "devtmpfs", "/dev", "devtmpfs", "0", ""]
+    ops += ["mount", "sys", "sysfs", "/sys", "sysfs", "0", ""]  # the port is found by name there
+    for name, path, cpu_flag in modules:
+        ops += ["module", name, path, cpu_flag]
+    ops += ["need", KVM_DEVICE]
+    ops += ["arg", EXECUTOR_PATH, "arg", EXECUTOR_PORT, "run"]
+    return ops
+
+
 def encode_script(ops: Sequence[str]) -> bytes:
     """NUL-terminated tokens, so arguments may hold spaces, quotes and newlines."""
     for token in ops:
@@ -116,7 +136,7 @@ def module_file(name: str) -> str:
     return f"/modules/{name}.ko"
 
 
-def initramfs(init: bytes, script: bytes, modules: Sequence[tuple[str, bytes]]) -> bytes:
+def initramfs(init: bytes, script: bytes, modules: Sequence[tuple[str, bytes]], executor: bytes | None = None) -> bytes:
     """The uncompressed newc archive: uncompressed because TCG is slow at inflating."""
     entries: list[CpioEntry] = [
         directory(name) for name in ("dev", "proc", "sys", "keep", "modules", "kvmconf",
@@ -125,5 +145,7 @@ def initramfs(init: bytes, script: bytes, modules: Sequence[tuple[str, bytes]]) 
     entries.append(char_device("dev/console", 5, 1))
     entries.append(regular_file("init", init, 0o755))
     entries.append(regular_file(SCRIPT_PATH, script))
+    if executor is not None:
+        entries.append(regular_file(EXECUTOR_PATH.lstrip("/"), executor, 0o755))
     entries += [regular_file(module_file(name).lstrip("/"), data) for name, data in modules]
     return write_newc(entries)

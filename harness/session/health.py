@@ -5,7 +5,8 @@ or leave a VM, a guest_memfd or a mapping of one behind; each of those is a find
 of that case, so its report is turned into a failure that says what happened. Checked
 around every case that uses the `target` fixture (the ones that talk to the kernel).
 The kernel log and the taint file are options (`--kmsg`, `--taint-file`) so that tests
-can inject fakes; the same files exist inside a QEMU guest. A hang (pytest-timeout) is
+can inject fakes; the same files exist inside a QEMU guest. With the remote backend both
+are the guest's, as the executor returns them with every reply. A hang (pytest-timeout) is
 reported as one, in words, also when hypothesis calls it flaky (a property case
 whose draw hung is replayed, and the replay does not hang the same way).
 
@@ -18,6 +19,7 @@ log cannot be read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -29,6 +31,7 @@ from typing import Any
 import pytest
 from _pytest.junitxml import xml_key
 
+from harness.remote.backend import ExecutorError, RemoteBackend
 from harness.session.plugin import TARGET_KEY
 
 KMSG = "/dev/kmsg"
@@ -206,7 +209,10 @@ class KvmFiles:
 
     def _read_maps(self) -> frozenset[str]:
         with open("/proc/self/maps") as fh:
-            text = fh.read()
+            return self.kvm_maps(fh.read())
+
+    def kvm_maps(self, text: str) -> frozenset[str]:
+        """The lines of a maps file that map a KVM file, as "range perms file"."""
         maps = set()
         for line in self._lines_with_needles(text):
             parts = line.split(maxsplit=5)
@@ -225,6 +231,25 @@ class KvmFiles:
                 end = len(text) if end == -1 else end
                 yield text[start:end]
                 pos = text.find(needle, end)
+
+
+class ExecutorFiles(KvmFiles):
+    """The KVM fds and mappings of the executor, which holds them for the remote backend."""
+
+    def __init__(self, devices: Iterable[str], backend: RemoteBackend) -> None:
+        super().__init__(devices)
+        self.backend = backend
+        self._last: tuple[int, Resources] | None = None
+
+    def snapshot(self) -> Resources:
+        """Asked again only after a call went to the executor since (one batch, which also
+        carries the calls still queued, and brings the kernel log and taint with it)."""
+        if self._last is not None and self._last[0] == self.backend.batches and not self.backend.pending:
+            return self._last[1]
+        fds, maps = self.backend.files()
+        now = Resources(frozenset((fd, link) for fd, link in fds if self.is_kvm(link)), self.kvm_maps(maps))
+        self._last = (self.backend.batches, now)
+        return now
 
 
 def fail_report(report: pytest.TestReport, text: str) -> None:
@@ -329,15 +354,56 @@ class KernelHealth:
             if reporter is not None:
                 reporter.write_line(f"kvmconf: {'; '.join(notes)}")
 
+    def _remote(self) -> RemoteBackend | None:
+        """The executor's backend, whose replies carry the guest kernel's log and taint."""
+        target = self.config.stash.get(TARGET_KEY, None)
+        backend = target.backend if target is not None else None
+        return backend if isinstance(backend, RemoteBackend) else None
+
+    def _snapshot(self) -> Resources:
+        remote = self._remote()
+        if remote is not None and not isinstance(self.files, ExecutorFiles):
+            self.files = ExecutorFiles(self.files.devices, remote)
+            with contextlib.suppress(ExecutorError):
+                first = self.files.snapshot()
+                self.last_taint = remote.taint  # the guest's from now on, not this host's
+                return first
+        try:
+            return self.files.snapshot()
+        except ExecutorError:  # the case's own call failed with it; the next case stops the run
+            return Resources(frozenset(), frozenset())
+
+    def _take_log(self) -> list[str]:
+        remote = self._remote()
+        if remote is not None:
+            with contextlib.suppress(ExecutorError):
+                remote.settle()
+            return [msg for line in remote.take_log() if (msg := kernel_message(line)) is not None]
+        return self.log.take() if self.log is not None else []
+
+    def _stop_if_executor_gone(self) -> None:
+        """A dead or stuck executor answers no later case: the run ends, saying why."""
+        remote = self._remote()
+        if remote is not None and remote.channel.broken is not None:
+            pytest.exit(f"kvmconf: {remote.channel.broken}", returncode=remote.channel.broken.exit_code)
+
+    def _taint(self) -> int | None:
+        remote = self._remote()
+        if remote is not None:
+            return remote.taint
+        return read_taint(self.taint_path) if self.kernel else None
+
     def _watched(self, item: pytest.Item) -> bool:
         return "target" in getattr(item, "fixturenames", ())
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         if self._watched(item):
-            taint = read_taint(self.taint_path) if self.kernel else None
-            between = self._between(item.nodeid, self.log.take() if self.log is not None else [], taint)
-            item.stash[STATE_KEY] = _CaseState(self.files.snapshot(), taint, between=between)
+            self._stop_if_executor_gone()
+            start = self._snapshot()  # first: for the remote backend its batch brings the log and taint
+            taint = self._taint()
+            between = self._between(item.nodeid, self._take_log(), taint)
+            item.stash[STATE_KEY] = _CaseState(start, taint, between=between)
         return (yield)
 
     def _between(self, nodeid: str, log: list[str], taint: int | None) -> str | None:
@@ -358,7 +424,7 @@ class KernelHealth:
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
         state = item.stash.get(STATE_KEY, None)
         if state is not None:
-            state.before_call = self.files.snapshot()  # what setup (fixtures) opened is not the body's
+            state.before_call = self._snapshot()  # what setup (fixtures) opened is not the body's
         return (yield)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -383,9 +449,10 @@ class KernelHealth:
     def _check(self, state: _CaseState, when: str) -> tuple[list[str], list[str]]:
         """Problems since the case started (the call) or since the call ended (teardown)."""
         problems = []
-        log = self.log.take() if self.log is not None else []
+        now = self._snapshot()  # first: for the remote backend its batch brings the log and taint
+        log = self._take_log()
         shown = trouble(log)
-        taint = read_taint(self.taint_path) if self.kernel else None
+        taint = self._taint()
         new_taint = taint & ~state.taint if taint is not None and state.taint is not None else 0
         state.taint = taint
         if taint is not None:
@@ -394,7 +461,6 @@ class KernelHealth:
             problems.append(f"kernel tainted during the case: {', '.join(taint_letters(new_taint))}")
         if shown is not None:
             problems.append(f"kernel log: {shown[0]}")
-        now = self.files.snapshot()
         before = state.before_call if when == "call" and state.before_call is not None else state.start
         leaked = [r for r in now.new_since(before, self._held()) if r not in state.reported]
         state.reported |= frozenset(leaked)

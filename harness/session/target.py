@@ -21,8 +21,7 @@ from harness.host.backend import Backend
 from harness.host.caps import probe_caps
 from harness.host.fds import Kvm, Vm
 from harness.host.header import facts_from_header
-from harness.host.limits import host_limits
-from harness.rules import HostLimits, KernelData
+from harness.rules import KernelData
 from harness.surfaces.base import Need
 
 
@@ -128,5 +127,5 @@ def make_target(backend: Backend, facts: AbiFacts, device: str, how: str, kernel
         finally:
             kvm.close()
     plan = Plan(facts, catalogue(facts.encoding), caps, PAGE_SIZE, backend.is_model, kernel_data or KernelData(),
-                HostLimits() if backend.is_model else host_limits())
+                backend.limits())
     return Target(backend, plan, device, kernel, how)

@@ -1,0 +1,1 @@
+"""The host drives, the guest executes: a backend whose calls a small executor makes."""
