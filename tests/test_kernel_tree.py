@@ -120,11 +120,12 @@ def test_tree_runs_the_profile_its_header_matches(tmp_path: Path, fake_qemu: dic
     (which includes <linux/compiler.h>) is prepared and probed on the host, the profile
     it matches is chosen and said, before the boot, and the guest runs with it from the
     probe record although the header is gone by then. The guest's case timeout is the
-    TCG one, and said so."""
+    TCG one, and said so. (The fake QEMU runs the guest's command on this host, so the
+    run is the in-guest mode's; the executor's own tests are tests/test_remote*.py.)"""
     tree = kernel_tree(tmp_path / "linux", profile)
     header = tree / "include" / "uapi" / "linux" / "kvm.h"
     env = {**fake_qemu, "FAKE_QEMU_HIDE": str(header)}
-    done = kvmconf(tmp_path, env, "--kernel", str(tree), "--accel", "tcg", "--backend", "model", "-k", "sizing")
+    done = kvmconf(tmp_path, env, "--kernel", str(tree), "--in-guest", "--accel", "tcg", "--backend", "model", "-k", "sizing")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     head = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in lines[:6]}
