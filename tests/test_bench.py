@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 
 from harness.abi.profile import load_profile
-from harness.cli import bench
-from harness.cli.bench import (
+from harness.cli.bench import vm
+from harness.cli.main import main
+from harness.host.backend import KernelBackend
+from harness.host.fds import Kvm
+from harness.report import bench
+from harness.report.bench import (
     BenchReport,
     BootTimes,
     Figure,
@@ -43,9 +47,6 @@ from harness.cli.bench import (
     parse_summary,
     to_json,
 )
-from harness.cli.main import main
-from harness.host.backend import KernelBackend
-from harness.host.fds import Kvm
 from tests.kvmdev import DEVICE, needs_kvm
 
 FACTS = load_profile("released")
@@ -141,15 +142,15 @@ def test_row_details_from_run_output() -> None:
 
 def test_vm_mode_kernel_from_env_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KVMCONF_TEST_KERNEL", str(tmp_path / "given"))
-    assert bench.find_test_kernel() == tmp_path / "given"
+    assert vm.find_test_kernel() == tmp_path / "given"
     monkeypatch.delenv("KVMCONF_TEST_KERNEL")
-    monkeypatch.setattr(bench, "KERNEL_CACHE", tmp_path)
-    assert bench.find_test_kernel() is None
+    monkeypatch.setattr(vm, "KERNEL_CACHE", tmp_path)
+    assert vm.find_test_kernel() is None
     for name in ("6.12.1", "7.3-built", "7.3.4+deb13-amd64", "7.4.0"):
         (tmp_path / name).mkdir()
-    assert bench.find_test_kernel() == tmp_path / "6.12.1"  # no Debian folder: the first
+    assert vm.find_test_kernel() == tmp_path / "6.12.1"  # no Debian folder: the first
     (tmp_path / "7.3.4+deb13-amd64" / "vmlinuz").write_bytes(b"")
-    assert bench.find_test_kernel() == tmp_path / "7.3.4+deb13-amd64"  # Debian's, as debian-kernel writes it
+    assert vm.find_test_kernel() == tmp_path / "7.3.4+deb13-amd64"  # Debian's, as debian-kernel writes it
 
 
 def test_boot_times_come_from_the_lines_timestamps() -> None:
@@ -277,7 +278,7 @@ def test_a_tiny_real_run_writes_the_table_and_json(tmp_path: Path, capsys: pytes
 
 def test_vm_rows_come_in_both_modes(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(bench, "find_test_kernel", lambda: tmp_path / "7.3.4")
+    monkeypatch.setattr(vm, "find_test_kernel", lambda: tmp_path / "7.3.4")
     ran: list[list[str]] = []
     lines = [(1.0, "guest ready after 1.0 s"), (2.0, "first case finished"), (2.1, "1/3 cases"), (4.0, "3/3 cases"),
              (5.0, "reports: /x")]
@@ -286,7 +287,7 @@ def test_vm_rows_come_in_both_modes(
         ran.append(list(argv))
         return 0, lines
 
-    monkeypatch.setattr(bench, "stream", stream)
-    rows = bench.vm_mode_section(Settings(long_runs=1), tmp_path, lambda _: None).rows
+    monkeypatch.setattr(vm, "stream", stream)
+    rows = vm.vm_mode_section(Settings(long_runs=1), tmp_path, lambda _: None).rows
     assert [r.label for r in rows][::4] == ["7.3.4 executor: start → guest ready", "7.3.4 in guest: start → guest ready"]
     assert rows[3].ours == Figure((1.5,)) and ["--in-guest" in argv for argv in ran] == [False, True]

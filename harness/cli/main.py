@@ -20,8 +20,8 @@ from _pytest.mark.expression import Expression
 
 from harness.abi.profile import DEFAULT_PROFILE, known_profiles
 from harness.cases.expectations import load as load_expectations
-from harness.cli.bench import add_parser as add_bench_parser
-from harness.cli.bench import cmd_bench
+from harness.cli.bench.command import add_parser as add_bench_parser
+from harness.cli.bench.command import cmd_bench
 from harness.cli.compare import add_parser as add_compare_parser
 from harness.cli.compare import load as load_run
 from harness.cli.compare import run as cmd_compare

@@ -1,0 +1,1 @@
+"""`kvmconf bench` (command.py) and its parts: ioctls, runs, vm; the figures are pure (harness.report.bench)."""
