@@ -1,0 +1,156 @@
+"""A minimal guest: vCPU 0 of a VM in 64-bit long mode (CPL0) running one program of
+`harness.abi.guest_programs` from slot 0, and the exits it gives.
+
+The setup follows the selftests' `vm_arch_vcpu_add()`: KVM_SET_CPUID2 with what
+KVM_GET_SUPPORTED_CPUID gives (7.3 refuses EFER.LME without guest CPUID LM), then
+KVM_SET_SREGS and KVM_SET_REGS. Every pointer and every mapping goes through the
+backend (`backend.mmap`, `backend.memory`), so the model answers the same calls.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+from harness.abi.errnos import errno_name
+from harness.abi.exits import Exit, decode
+from harness.abi.guest_programs import (
+    BASE_GPA,
+    BASE_SIZE,
+    BASE_SLOT,
+    CODE_GPA,
+    MMIO_REPLY,
+    TEST_GPA,
+    TEST_PAGES,
+    TEST_SLOT,
+    Program,
+    memory_image,
+    regs,
+    sregs,
+)
+from harness.abi.linux import MAP_ANONYMOUS, PAGE_SIZE, PROT_READ, PROT_WRITE
+from harness.host.fds import IoctlError, Kvm, KvmFd, Vcpu, Vm
+
+MAP_PRIVATE = 0x02
+CPUID_ENTRIES = 256  # room for KVM_GET_SUPPORTED_CPUID (75 entries here; E2BIG if too few)
+CONTINUES = frozenset({"KVM_EXIT_IO", "KVM_EXIT_MMIO"})  # exits after which the program goes on
+RUN_LIMIT_S = 2.0  # a program that never exits is stopped by SIGALRM (KVM_RUN: EINTR)
+
+
+def guest_memory(stack: ExitStack, vm: Vm, size: int) -> int:
+    """Anonymous memory for a memslot, unmapped when `stack` closes."""
+    addr = vm.backend.mmap(-1, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, 0)
+    if addr < 0:
+        raise OSError(-addr, f"mmap of {size} bytes of guest memory for {vm.label} failed")
+    stack.callback(vm.backend.munmap, addr, size)
+    return addr
+
+
+def set_slot(vm: Vm, slot: int, gpa: int, size: int, uaddr: int, flags: int = 0, gmem_fd: int = 0) -> None:
+    """KVM_SET_USER_MEMORY_REGION2, checked (memory_size 0 deletes the slot)."""
+    values = {"slot": slot, "flags": flags, "guest_phys_addr": gpa, "memory_size": size, "userspace_addr": uaddr,
+              "guest_memfd": gmem_fd}
+    r, _ = vm.struct_call("KVM_SET_USER_MEMORY_REGION2", values)
+    if r < 0:
+        raise IoctlError(-r, f"KVM_SET_USER_MEMORY_REGION2 on {vm.label} (slot {slot}, gpa 0x{gpa:x}, size 0x{size:x}, "
+                             f"flags 0x{flags:x}) failed: {errno_name(r)}")
+
+
+def test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
+    """The test slot as a case names it (`harness.rules.guest.slot_page`): its memory holds
+    `host_data` at TEST_GPA; "private" and "gmem-private" make its pages PRIVATE. The
+    user address of its memory (0 when there is none)."""
+    size = TEST_PAGES * PAGE_SIZE
+    if memory == "none":
+        return 0
+    uaddr = guest_memory(stack, vm, size)
+    vm.backend.memory.poke(uaddr, host_data.to_bytes(4, "little"))
+    flags = gmem_fd = 0
+    if memory.startswith("gmem-"):
+        gmem = stack.enter_context(vm.create_guest_memfd(size))
+        flags, gmem_fd = vm.facts.const("KVM_MEM_GUEST_MEMFD"), gmem.fd
+    set_slot(vm, TEST_SLOT, TEST_GPA, size, uaddr, flags, gmem_fd)
+    if memory == "deleted":
+        set_slot(vm, TEST_SLOT, TEST_GPA, 0, uaddr)
+    if memory.endswith("private"):
+        private = vm.facts.const("KVM_MEMORY_ATTRIBUTE_PRIVATE")
+        _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", {"address": TEST_GPA, "size": size, "attributes": private})
+    return uaddr
+
+
+def _checked_struct(fd: KvmFd, name: str, values: dict[str, int]) -> dict[str, int]:
+    r, out = fd.struct_call(name, values)
+    if r < 0:
+        raise IoctlError(-r, f"{name} on {fd.label} failed: {errno_name(r)}")
+    return out
+
+
+def _set_cpuid(kvm: Kvm, vcpu: Vcpu) -> None:
+    """KVM_SET_CPUID2 with every entry KVM_GET_SUPPORTED_CPUID gives."""
+    facts, memory = kvm.facts, kvm.backend.memory
+    header, entry = facts.structs["kvm_cpuid2"], facts.structs["kvm_cpuid_entry2"]
+    with memory.at_guard(header.pack({"nent": CPUID_ENTRIES}) + bytes(entry.size * CPUID_ENTRIES)) as buf:
+        r = kvm.call("KVM_GET_SUPPORTED_CPUID", buf.addr)
+        if r < 0:
+            raise IoctlError(-r, f"KVM_GET_SUPPORTED_CPUID on {kvm.label} failed: {errno_name(r)}")
+        data = buf.read()
+    nent = header.unpack(data[: header.size])["nent"]
+    with memory.at_guard(data[: header.size + entry.size * nent]) as buf:
+        r = vcpu.call("KVM_SET_CPUID2", buf.addr)
+        if r < 0:
+            raise IoctlError(-r, f"KVM_SET_CPUID2 ({nent} entries) on {vcpu.label} failed: {errno_name(r)}")
+
+
+def boot(stack: ExitStack, kvm: Kvm, vm: Vm, program: Program) -> Vcpu:
+    """Slot 0 with the page tables, GDT and the program; vCPU 0 in long mode at its entry."""
+    memory = vm.backend.memory
+    base = guest_memory(stack, vm, BASE_SIZE)
+    for gpa, data in memory_image().items():
+        memory.poke(base + gpa - BASE_GPA, data)
+    memory.poke(base + CODE_GPA - BASE_GPA, program.code)
+    set_slot(vm, BASE_SLOT, BASE_GPA, BASE_SIZE, base)
+    vcpu = stack.enter_context(vm.create_vcpu(0, kvm.vcpu_mmap_size()))
+    _set_cpuid(kvm, vcpu)
+    now = _checked_struct(vcpu, "KVM_GET_SREGS", {})
+    _checked_struct(vcpu, "KVM_SET_SREGS", {**now, **sregs()})
+    _checked_struct(vcpu, "KVM_SET_REGS", regs())
+    return vcpu
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    """Nothing: SIGALRM is there only to make a KVM_RUN that never returns give EINTR."""
+
+
+@contextmanager
+def _run_limit() -> Iterator[None]:
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, RUN_LIMIT_S)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def run(vcpu: Vcpu, limit: int = 8, mmio_reply: int = MMIO_REPLY) -> list[Exit]:
+    """KVM_RUN until an exit after which the program cannot go on (or `limit` exits);
+    an MMIO read is answered with `mmio_reply` before the next KVM_RUN."""
+    facts, memory = vcpu.facts, vcpu.backend.memory
+    layout = facts.structs["kvm_run"]
+    exits: list[Exit] = []
+    with _run_limit():
+        while len(exits) < limit:
+            result = vcpu.call("KVM_RUN")
+            raw = memory.peek(vcpu.run_addr, layout.size)
+            values = layout.unpack(raw)
+            io_data = b""
+            if values["exit_reason"] == facts.constants["KVM_EXIT_IO"]:
+                io_data = memory.peek(vcpu.run_addr + values["io.data_offset"], values["io.size"] * values["io.count"])
+            seen = decode(facts, raw, result, io_data)
+            exits.append(seen)
+            if result < 0 or seen.reason not in CONTINUES:
+                break
+            if seen.reason == "KVM_EXIT_MMIO" and not values["mmio.is_write"]:
+                memory.poke(vcpu.run_addr + layout.field("mmio.data").offset, mmio_reply.to_bytes(8, "little"))
+    return exits
