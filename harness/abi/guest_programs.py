@@ -84,11 +84,12 @@ def program_at(code: bytes) -> Program | None:
 # -- the long-mode vCPU ----------------------------------------------------------------------
 
 
-def _descriptor(base: int, limit: int, type_: int, s: int, l: int, g: int) -> int:
-    """A GDT descriptor's low quadword (present, DPL 0)."""
-    lim = limit >> 12 if g else limit
-    return ((lim & 0xFFFF) | (base & 0xFFFFFF) << 16 | type_ << 40 | s << 44 | 1 << 47 | (lim >> 16 & 0xF) << 48
-            | l << 53 | g << 55 | (base >> 24 & 0xFF) << 56)
+def _descriptor(seg: dict[str, int]) -> int:
+    """A GDT descriptor's low quadword for a kvm_segment's fields (present, DPL 0)."""
+    base, g = seg.get("base", 0), seg.get("g", 0)
+    lim = seg["limit"] >> 12 if g else seg["limit"]
+    return ((lim & 0xFFFF) | (base & 0xFFFFFF) << 16 | seg["type"] << 40 | seg.get("s", 0) << 44 | 1 << 47
+            | (lim >> 16 & 0xF) << 48 | seg.get("l", 0) << 53 | g << 55 | (base >> 24 & 0xFF) << 56)
 
 
 SEGMENTS: dict[str, dict[str, int]] = {
@@ -101,8 +102,7 @@ SEGMENTS: dict[str, dict[str, int]] = {
 def memory_image() -> dict[int, bytes]:
     """What the harness writes into slot 0 before a program runs, by GPA (code apart)."""
     pd = b"".join(((i << 21) | PTE_P | PTE_RW | PTE_PS).to_bytes(8, "little") for i in range(512))
-    gdt = b"".join(_descriptor(seg.get("base", 0), seg["limit"], seg["type"], seg.get("s", 0), seg.get("l", 0),
-                               seg.get("g", 0)).to_bytes(8, "little") for seg in SEGMENTS.values())
+    gdt = b"".join(_descriptor(seg).to_bytes(8, "little") for seg in SEGMENTS.values())
     return {
         PML4_GPA: (PDPT_GPA | PTE_P | PTE_RW).to_bytes(8, "little"),
         PDPT_GPA: (PD_GPA | PTE_P | PTE_RW).to_bytes(8, "little"),

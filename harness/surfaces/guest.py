@@ -15,6 +15,7 @@ from harness.abi.guest_programs import PROGRAMS
 from harness.cases.case import Case
 from harness.cases.plan import Plan
 from harness.surfaces.base import Surface
+from harness.surfaces.memory_attributes import NO_TRACE_TAG
 
 SETUP_DOC = "vCPU state a guest program runs on: checked through the exits of the guest cases"
 SURFACES = tuple(Surface(name, "guest", "guest_run", SETUP_DOC, tables=())
@@ -27,7 +28,6 @@ RULES = {
 
 # What the test slot is, for the programs that touch it; the others run with plain memory.
 MEMORIES = ("shared", "none", "deleted", "private", "gmem-shared", "gmem-private")
-from harness.surfaces.memory_attributes import NO_TRACE_TAG
 
 
 def guest_runs(t: Plan) -> list[Case]:
