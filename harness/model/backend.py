@@ -46,7 +46,7 @@ from harness.abi.linux import (
 )
 from harness.host.backend import KernelBackend
 from harness.host.usermem import LocalMemory
-from harness.model import vcpu
+from harness.model import guest, vcpu
 from harness.model.deviation import FAITHFUL, Deviation
 from harness.model.state import GmemState, Handle, Slot, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
@@ -65,7 +65,7 @@ FEATURE_CAPS = frozenset({"KVM_CAP_CHECK_EXTENSION_VM", "KVM_CAP_MEMORY_FAULT_IN
 CONVERSION_FLAGS = ("KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE",)
 
 
-FAMILIES = (vcpu,)
+FAMILIES = (vcpu, guest)
 
 
 class Refused(Exception):
@@ -364,18 +364,23 @@ class ModelBackend:
         vm = self.vm_of(handle)
         v = self.copy_in(name, arg, fd)
         addr, size, attributes = v["address"], v["size"], v["attributes"]
-        allowed = self.flags(io, vm) | self.dev.extra(f"{name}.flags", fd)
-        self.check(f"{name}.flags", bool(v["flags"] & ~allowed), fd)
-        self.check(f"{name}.attributes", bool(attributes & ~(self.attributes(vm) | self.dev.extra(f"{name}.attributes", fd))), fd)
-        self.check(f"{name}.size", size == 0, fd)
-        self.check(f"{name}.wrap", wraps(addr, size), fd)
-        self.check(f"{name}.align-address", addr % PAGE_SIZE != 0, fd)
-        self.check(f"{name}.align-size", size % PAGE_SIZE != 0, fd)
-        self.zero_words(name, self.facts.structs[io.struct], v, fd)
-        ranges = vm.attributes
-        if handle.gmem is not None:
-            self.check(f"{name}.past-eof", addr + size > handle.gmem.size, fd)
-            ranges = handle.gmem.attributes
+        ranges = vm.attributes if handle.gmem is None else handle.gmem.attributes
+        try:
+            allowed = self.flags(io, vm) | self.dev.extra(f"{name}.flags", fd)
+            self.check(f"{name}.flags", bool(v["flags"] & ~allowed), fd)
+            supported = self.attributes(vm) | self.dev.extra(f"{name}.attributes", fd)
+            self.check(f"{name}.attributes", bool(attributes & ~supported), fd)
+            self.check(f"{name}.size", size == 0, fd)
+            self.check(f"{name}.wrap", wraps(addr, size), fd)
+            self.check(f"{name}.align-address", addr % PAGE_SIZE != 0, fd)
+            self.check(f"{name}.align-size", size % PAGE_SIZE != 0, fd)
+            self.zero_words(name, self.facts.structs[io.struct], v, fd)
+            if handle.gmem is not None:
+                self.check(f"{name}.past-eof", addr + size > handle.gmem.size, fd)
+        except Refused:
+            if name in self.dev.keep_rejected:  # a mutant: the rejected range's attributes change anyway
+                ranges.set(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT, attributes)
+            raise
         ranges.set(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT, attributes)
         return 0
 
@@ -429,10 +434,13 @@ class ModelBackend:
         (ENODEV), MAP_SHARED (EINVAL); a success is a real shared anonymous mapping. A
         vCPU's fd maps its `kvm_run` (kvm_vcpu_mmap: pages within the mmap size)."""
         handle = self.files.get(fd)
-        if handle is not None and handle.kind == FdKind.VCPU:
+        if handle is not None and handle.vcpu is not None:
             if offset % PAGE_SIZE or length == 0 or offset + length > vcpu.MMAP_PAGES * PAGE_SIZE:
                 return -errno.EINVAL
-            return self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
+            addr = self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
+            if addr >= 0 and offset == 0:
+                handle.vcpu.run_addr = addr  # where KVM_RUN reports its exits
+            return addr
         gmem = self.gmem(fd)
         if gmem is None:
             return self.kernel.mmap(fd, length, prot, flags, offset)

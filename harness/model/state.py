@@ -32,6 +32,10 @@ class Ranges:
             kept.append((start, end, value))
         self.spans = sorted(kept)
 
+    def at(self, index: int) -> int:
+        """The attributes of one page."""
+        return next((v for s, e, v in self.spans if s <= index < e), 0)
+
 
 @dataclass(eq=False)
 class VmState:
@@ -53,6 +57,7 @@ class GmemState:
     flags: int
     ino: int
     attributes: Ranges = field(default_factory=Ranges)
+    pages: dict[int, bytearray] = field(default_factory=dict)  # contents of pages a guest wrote privately (others read zero)
 
 
 @dataclass(eq=False)
@@ -75,9 +80,28 @@ class Slot:
 
 
 @dataclass(eq=False)
+class VcpuState:
+    """A vCPU: the registers a program starts from, its kvm_run mapping, and how far its
+    program has got (the step to run next, the value last loaded, an MMIO load waiting
+    for the VMM's data)."""
+
+    id: int
+    regs: dict[str, int] = field(default_factory=lambda: {"rip": 0xFFF0, "rflags": 0x2})
+    sregs: dict[str, int] = field(default_factory=lambda: {"cs.base": 0xFFFF0000, "cs.selector": 0xF000,
+                                                           "cs.limit": 0xFFFF, "cs.type": 0xB, "cs.present": 1,
+                                                           "cs.s": 1, "cr0": 0x60000010})
+    cpuid_entries: int = 0
+    run_addr: int = 0
+    step: int = 0
+    loaded: int = 0
+    mmio_load: bool = False
+
+
+@dataclass(eq=False)
 class Handle:
     """What an fd the model handed out refers to."""
 
     kind: FdKind
     vm: VmState | None = None
     gmem: GmemState | None = None
+    vcpu: VcpuState | None = None
