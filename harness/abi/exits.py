@@ -1,7 +1,7 @@
 """kvm_run's exit as an outcome: the reason and its payload, decoded by name.
 
-Pure: it reads the bytes of a vCPU's `kvm_run` with the profile's layout of `struct
-kvm_run` (header and the exit union's members) and names every number the way api.rst
+Pure: it reads the bytes of a vCPU's `kvm_run` with the profile's layouts of `struct
+kvm_run` and of the exit union's members (`kvm_run_exit_*`) and names every number the way api.rst
 does, so a failure message never shows a bare exit code.
 """
 
@@ -10,11 +10,13 @@ from __future__ import annotations
 import errno as _errno
 from dataclasses import dataclass
 
-from harness.abi.facts import AbiFacts
+from harness.abi.facts import AbiFacts, Struct
+from harness.abi.profile import catalogue
 
 # the exit union's member each reason fills (api.rst, "struct kvm_run")
 PAYLOAD = {"KVM_EXIT_IO": "io", "KVM_EXIT_MMIO": "mmio", "KVM_EXIT_MEMORY_FAULT": "memory_fault",
            "KVM_EXIT_INTERNAL_ERROR": "internal"}
+MEMBER_PREFIX = "kvm_run_exit_"  # a layout named kvm_run_exit_<m> is member <m> of kvm_run's exit union
 
 
 def reason_name(facts: AbiFacts, reason: int) -> str:
@@ -50,11 +52,28 @@ def _show(name: str, value: int) -> str:
     return f"0x{value:x}" if value > 9 else str(value)
 
 
+def _member(facts: AbiFacts, member: str) -> Struct:
+    """The layout of an exit-union member: the run's facts, or the profiles' where a
+    kernel header stands in (the members are anonymous structs in C)."""
+    name = MEMBER_PREFIX + member
+    return facts.structs.get(name) or catalogue().structs[name]
+
+
+def run_fields(facts: AbiFacts) -> dict[str, tuple[int, int]]:
+    """Every kvm_run field read or written here, by label ("exit_reason", "mmio.data[0]"):
+    its offset in kvm_run and its size."""
+    run = facts.structs["kvm_run"]
+    base = run.field("padding").offset
+    out = {f.name: (f.offset, f.size) for f in run.fields if f.count == 1}
+    for member in PAYLOAD.values():
+        out.update({f"{member}.{w.label}": (base + w.offset, w.size) for w in _member(facts, member).words()})
+    return out
+
+
 def decode(facts: AbiFacts, run: bytes, result: int, io_data: bytes = b"") -> Exit:
     """The exit in `run` (the first bytes of the vCPU's mapping) after KVM_RUN gave
     `result`. `io_data` is the port data at `io.data_offset` (the caller reads it there)."""
-    layout = facts.structs["kvm_run"]
-    values = layout.unpack(run[: layout.size])
+    values = {label: int.from_bytes(run[o : o + n], "little") for label, (o, n) in run_fields(facts).items()}
     reason = reason_name(facts, values["exit_reason"])
     member = PAYLOAD.get(reason)
     fields: list[tuple[str, int]] = []

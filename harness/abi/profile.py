@@ -66,20 +66,18 @@ def _raw(name: str) -> dict[str, Any]:
 
 def c_layout(name: str, spec: list[Mapping[str, Any]]) -> Struct:
     """Offsets and size by the C rules: each member at its natural alignment, the
-    struct padded to its largest member's alignment. A member with an `offset` starts a
-    union's member there (kvm_run's exit union); the size is the furthest end."""
+    struct padded to its largest member's alignment."""
     fields: list[Field] = []
-    pos = end = 0
+    pos = 0
     align_max = 1
     for f in spec:
         probe = Field(f["name"], f["type"], 0, int(f.get("count", 1)), f.get("role", "in"))
         align = probe.elem_size
         align_max = max(align_max, align)
-        pos = int(f["offset"]) if "offset" in f else (pos + align - 1) // align * align
+        pos = (pos + align - 1) // align * align
         fields.append(Field(probe.name, probe.type, pos, probe.count, probe.role))
         pos += probe.size
-        end = max(end, pos)
-    size = (end + align_max - 1) // align_max * align_max
+    size = (pos + align_max - 1) // align_max * align_max
     return Struct(name, size, tuple(fields))
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from harness.abi.errnos import errno_name
-from harness.abi.exits import Exit, decode
+from harness.abi.exits import Exit, decode, run_fields
 from harness.abi.guest_programs import (
     BASE_GPA,
     BASE_SIZE,
@@ -137,20 +137,25 @@ def run(vcpu: Vcpu, limit: int = 8, mmio_reply: int = MMIO_REPLY) -> list[Exit]:
     """KVM_RUN until an exit after which the program cannot go on (or `limit` exits);
     an MMIO read is answered with `mmio_reply` before the next KVM_RUN."""
     facts, memory = vcpu.facts, vcpu.backend.memory
-    layout = facts.structs["kvm_run"]
+    fields = run_fields(facts)
+    size = facts.structs["kvm_run"].size
+
+    def field(raw: bytes, label: str) -> int:
+        offset, n = fields[label]
+        return int.from_bytes(raw[offset : offset + n], "little")
+
     exits: list[Exit] = []
     with _run_limit():
         while len(exits) < limit:
             result = vcpu.call("KVM_RUN")
-            raw = memory.peek(vcpu.run_addr, layout.size)
-            values = layout.unpack(raw)
+            raw = memory.peek(vcpu.run_addr, size)
             io_data = b""
-            if values["exit_reason"] == facts.constants["KVM_EXIT_IO"]:
-                io_data = memory.peek(vcpu.run_addr + values["io.data_offset"], values["io.size"] * values["io.count"])
+            if field(raw, "exit_reason") == facts.constants["KVM_EXIT_IO"]:
+                io_data = memory.peek(vcpu.run_addr + field(raw, "io.data_offset"), field(raw, "io.size") * field(raw, "io.count"))
             seen = decode(facts, raw, result, io_data)
             exits.append(seen)
             if result < 0 or seen.reason not in CONTINUES:
                 break
-            if seen.reason == "KVM_EXIT_MMIO" and not values["mmio.is_write"]:
-                memory.poke(vcpu.run_addr + layout.field("mmio.data").offset, mmio_reply.to_bytes(8, "little"))
+            if seen.reason == "KVM_EXIT_MMIO" and not field(raw, "mmio.is_write"):
+                memory.poke(vcpu.run_addr + fields["mmio.data[0]"][0], mmio_reply.to_bytes(8, "little"))
     return exits

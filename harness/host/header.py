@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from harness.abi.exits import MEMBER_PREFIX
 from harness.abi.facts import TYPE_BY_SIZE, AbiFacts, Field, Ioctl, Struct
 from harness.abi.ioc import host_encoding
 from harness.abi.profile import catalogue, known_profiles, load_profile
@@ -30,6 +31,9 @@ _PRELUDE = """#include <stdio.h>
 #define SYM(x) printf("sym %s %llu\\n", #x, (unsigned long long)(x));
 #define SIZE(s) printf("size %s %zu\\n", #s, sizeof(struct s));
 #define FIELD(s, f) printf("field %s %s %zu %zu\\n", #s, #f, offsetof(struct s, f), sizeof(((struct s *)0)->f));
+#define MSIZE(s, o, m) printf("size %s %zu\\n", #s, sizeof(((struct o *)0)->m));
+#define MFIELD(s, o, m, f) printf("field %s %s %zu %zu\\n", #s, #f, offsetof(struct o, m.f) - offsetof(struct o, m), \\
+                                  sizeof(((struct o *)0)->m.f));
 int main(void) {{
 """
 
@@ -57,8 +61,21 @@ def _program(header: Path, body: list[str]) -> str:
     return _PRELUDE.format(header=header) + "\n".join(body) + "\nreturn 0;\n}\n"
 
 
+def _size_line(name: str) -> str:
+    """sizeof the struct, or of the anonymous union member a `kvm_run_exit_*` layout is."""
+    if name.startswith(MEMBER_PREFIX):
+        return f"MSIZE({name}, kvm_run, {name.removeprefix(MEMBER_PREFIX)})"
+    return f"SIZE({name})"
+
+
+def _field_line(name: str, field: str) -> str:
+    if name.startswith(MEMBER_PREFIX):
+        return f"MFIELD({name}, kvm_run, {name.removeprefix(MEMBER_PREFIX)}, {field})"
+    return f"FIELD({name}, {field})"
+
+
 def _struct_lines(name: str, fields: tuple[Field, ...]) -> list[str]:
-    return [f"SIZE({name})", *(f"FIELD({name}, {f.name})" for f in fields)]
+    return [_size_line(name), *(_field_line(name, f.name) for f in fields)]
 
 
 def probe(header: Path) -> dict[str, object]:
@@ -83,11 +100,11 @@ def probe(header: Path) -> dict[str, object]:
                 body += lines
                 structs_ok.append(sname)
                 continue
-            if _gcc(_program(header, [f"SIZE({sname})"]), header, work, run=False).returncode != 0:
+            if _gcc(_program(header, [_size_line(sname)]), header, work, run=False).returncode != 0:
                 continue  # the header has no such struct
-            body.append(f"SIZE({sname})")
+            body.append(_size_line(sname))
             for f in struct.fields:  # keep the fields this revision of the struct has
-                line = f"FIELD({sname}, {f.name})"
+                line = _field_line(sname, f.name)
                 if _gcc(_program(header, [line]), header, work, run=False).returncode == 0:
                     body.append(line)
         out = _gcc(_program(header, body), header, work, run=True)

@@ -14,6 +14,7 @@ import errno
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from harness.abi.exits import run_fields
 from harness.abi.guest_programs import Step, program_at
 from harness.abi.linux import PAGE_SIZE
 from harness.model.state import Handle, Slot, VcpuState, VmState
@@ -123,7 +124,7 @@ def _go(model: ModelBackend, vm: VmState, cpu: VcpuState) -> None:
     if program is None:
         raise _Exit("KVM_EXIT_INTERNAL_ERROR", {"internal.suberror": c["KVM_INTERNAL_ERROR_EMULATION"], "internal.ndata": 0})
     if cpu.mmio_load:
-        data = copy_from_user(cpu.run_addr + model.facts.structs["kvm_run"].field("mmio.data").offset, 8) or bytes(8)
+        data = copy_from_user(cpu.run_addr + run_fields(model.facts)["mmio.data[0]"][0], 8) or bytes(8)
         cpu.loaded, cpu.mmio_load = int.from_bytes(data[:4], "little"), False
     while cpu.step < len(program.steps):
         step = program.steps[cpu.step]
@@ -180,13 +181,12 @@ def _read(model: ModelBackend, vm: VmState, gpa: int, size: int) -> bytes | None
 
 def _report(model: ModelBackend, cpu: VcpuState, e: _Exit) -> None:
     """The exit into kvm_run: exit_reason and the payload's fields (a mutant may skew one)."""
-    layout = model.facts.structs["kvm_run"]
-    words = {w.label: w for w in layout.words()}
+    where = run_fields(model.facts)
     fields = {"exit_reason": model.facts.constants[e.reason], **e.fields}
     for label, value in fields.items():
-        w = words[label]
+        offset, size = where[label]
         value += model.dev.exit_skew.get(label, 0)
-        copy_to_user(cpu.run_addr + w.offset, (value & ((1 << 8 * w.size) - 1)).to_bytes(w.size, "little"))
+        copy_to_user(cpu.run_addr + offset, (value & ((1 << 8 * size) - 1)).to_bytes(size, "little"))
 
 
 HANDLERS: Mapping[str, Callable[[ModelBackend, Handle, int], int]] = {
