@@ -21,6 +21,9 @@ def require_memory(target: Target, memory: str, vm_type: int) -> None:
     """What a test slot of this kind needs: guest_memfd, and PRIVATE in the VM's attributes."""
     if memory.startswith("gmem-"):
         target.require_ioctl("KVM_CREATE_GUEST_MEMFD", FdKind.VM, vm_type)
+    if memory.startswith("gmem-mmap"):
+        shared = target.facts.const("GUEST_MEMFD_FLAG_MMAP") | target.facts.const("GUEST_MEMFD_FLAG_INIT_SHARED")
+        target.require_cap("KVM_CAP_GUEST_MEMFD_FLAGS", vm_type, bits=shared)
     if memory.endswith("private"):
         target.require_ioctl("KVM_SET_MEMORY_ATTRIBUTES", FdKind.VM, vm_type)
         target.require_cap("KVM_CAP_MEMORY_ATTRIBUTES", vm_type, bits=target.facts.const("KVM_MEMORY_ATTRIBUTE_PRIVATE"))
@@ -47,10 +50,10 @@ def test_guest_run(target: Target, case: Case) -> None:
             what = f"program {program.name} ({program.asm}) with a {memory} test slot"
         seen = guest.run(vcpu)
         problem = mismatch(expected, seen)
-        for gpa, value in expected.stores if problem is None else ():
+        for gpa, value in expected.memory if problem is None else ():
             got = int.from_bytes(target.backend.memory.peek(uaddr + gpa - TEST_GPA, 4), "little")
             if got != value:
-                problem = f"the guest stored 0x{value:x} at GPA 0x{gpa:x}; the slot's memory holds 0x{got:x}"
+                problem = f"the guest saw 0x{value:x} at GPA 0x{gpa:x}; the VMM's mapping of the slot holds 0x{got:x}"
     if problem:
         pytest.fail(f"KVM_RUN on {vcpu.label} running {what}: {problem}\n"
                     f"  rule:   {expected.rule}: {expected.clause}\n"

@@ -29,7 +29,7 @@ from harness.abi.guest_programs import (
     regs,
     sregs,
 )
-from harness.abi.linux import MAP_ANONYMOUS, PAGE_SIZE, PROT_READ, PROT_WRITE
+from harness.abi.linux import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MAP_ANONYMOUS, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE
 from harness.host.fds import IoctlError, Kvm, KvmFd, Vcpu, Vm
 
 MAP_PRIVATE = 0x02
@@ -58,24 +58,40 @@ def set_slot(vm: Vm, slot: int, gpa: int, size: int, uaddr: int, flags: int = 0,
 
 
 def test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
-    """The test slot as a case names it (`harness.rules.guest.slot_page`): its memory holds
-    `host_data` at TEST_GPA; "private" and "gmem-private" make its pages PRIVATE. The
-    user address of its memory (0 when there is none)."""
+    """The test slot as a case names it (`harness.rules.guest.slot_page`), holding
+    `host_data` at TEST_GPA where the VMM can write: plain memory, or a guest_memfd
+    bound to the slot ("gmem-*"); "gmem-mmap*" is a shared guest_memfd written through its
+    mmap (which is also the slot's userspace_addr), "-punched" then punches the first page
+    out; "*private" makes the pages PRIVATE. The user address of the slot's memory (0 when
+    there is none)."""
     size = TEST_PAGES * PAGE_SIZE
     if memory == "none":
         return 0
-    uaddr = guest_memory(stack, vm, size)
-    vm.backend.memory.poke(uaddr, host_data.to_bytes(4, "little"))
+    c = vm.facts.constants
     flags = gmem_fd = 0
+    if memory.startswith("gmem-mmap"):
+        gmem = stack.enter_context(vm.create_guest_memfd(size, c["GUEST_MEMFD_FLAG_MMAP"] | c["GUEST_MEMFD_FLAG_INIT_SHARED"]))
+        uaddr = vm.backend.mmap(gmem.fd, size, PROT_READ | PROT_WRITE, MAP_SHARED, 0)
+        if uaddr < 0:
+            raise OSError(-uaddr, f"mmap of {gmem.label} failed: {errno_name(uaddr)}")
+        stack.callback(vm.backend.munmap, uaddr, size)
+    else:
+        uaddr = guest_memory(stack, vm, size)
+        if memory.startswith("gmem-"):
+            gmem = stack.enter_context(vm.create_guest_memfd(size))
+    vm.backend.memory.poke(uaddr, host_data.to_bytes(4, "little"))
     if memory.startswith("gmem-"):
-        gmem = stack.enter_context(vm.create_guest_memfd(size))
-        flags, gmem_fd = vm.facts.const("KVM_MEM_GUEST_MEMFD"), gmem.fd
+        flags, gmem_fd = c["KVM_MEM_GUEST_MEMFD"], gmem.fd
+    if memory.endswith("-punched"):
+        r = vm.backend.fallocate(gmem.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PAGE_SIZE)
+        if r < 0:
+            raise OSError(-r, f"fallocate(PUNCH_HOLE|KEEP_SIZE, 0, {PAGE_SIZE}) of {gmem.label} failed: {errno_name(r)}")
     set_slot(vm, TEST_SLOT, TEST_GPA, size, uaddr, flags, gmem_fd)
     if memory == "deleted":
         set_slot(vm, TEST_SLOT, TEST_GPA, 0, uaddr)
     if memory.endswith("private"):
-        private = vm.facts.const("KVM_MEMORY_ATTRIBUTE_PRIVATE")
-        _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", {"address": TEST_GPA, "size": size, "attributes": private})
+        values = {"address": TEST_GPA, "size": size, "attributes": c["KVM_MEMORY_ATTRIBUTE_PRIVATE"]}
+        _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", values)
     return uaddr
 
 

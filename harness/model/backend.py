@@ -129,7 +129,9 @@ class ModelBackend:
         return self.open_handle(Handle(FdKind.SYSTEM))
 
     def close(self, fd: int) -> None:
-        self.files.pop(fd, None)
+        handle = self.files.pop(fd, None)
+        if handle is not None and handle.gmem is not None:
+            handle.gmem.close()
         os.close(fd)
 
     # -- checks -------------------------------------------------------------------
@@ -431,7 +433,7 @@ class ModelBackend:
 
     def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
         """do_mmap() then kvm_gmem_mmap(): noexec mount (EPERM), GUEST_MEMFD_FLAG_MMAP
-        (ENODEV), MAP_SHARED (EINVAL); a success is a real shared anonymous mapping. A
+        (ENODEV), MAP_SHARED (EINVAL); a success maps the file's pages (a memfd behind it). A
         vCPU's fd maps its `kvm_run` (kvm_vcpu_mmap: pages within the mmap size)."""
         handle = self.files.get(fd)
         if handle is not None and handle.vcpu is not None:
@@ -452,7 +454,7 @@ class ModelBackend:
             self.check("mmap.shared", not flags & MAP_SHARED, "guest_memfd")
         except Refused as r:
             return -r.errno
-        return self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
+        return self.kernel.mmap(gmem.backing(), length, prot, MAP_SHARED, offset)
 
     def munmap(self, addr: int, length: int) -> int:
         return self.kernel.munmap(addr, length)
@@ -477,6 +479,8 @@ class ModelBackend:
                 self.check("fallocate.eof", offset + length > gmem.size, g)
         except Refused as r:
             return -r.errno
+        if punch:
+            gmem.punch(offset, length)
         return 0
 
 

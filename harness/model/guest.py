@@ -165,6 +165,14 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
             page[at:at + step.size] = (step.value or 0).to_bytes(step.size, "little")
         cpu.loaded = int.from_bytes(page[at:at + step.size], "little")
         return
+    if slot.gmem is not None and slot.gmem.flags & model.facts.constants.get("GUEST_MEMFD_FLAG_MMAP", 0):
+        # a guest_memfd that can be mapped makes the slot guest_memfd-only (kvm_gmem_bind(),
+        # KVM_MEMSLOT_GMEM_ONLY): shared accesses go to the file's pages too
+        offset = slot.offset + step.gpa - slot.gpa
+        if write:
+            slot.gmem.write(offset, (step.value or 0).to_bytes(step.size, "little"))
+        cpu.loaded = int.from_bytes(slot.gmem.read(offset, step.size), "little")
+        return
     hva = slot.uaddr + step.gpa - slot.gpa
     if write:
         copy_to_user(hva, (step.value or 0).to_bytes(step.size, "little"))

@@ -54,11 +54,12 @@ class ExpectExit:
 
 @dataclass(frozen=True)
 class ExpectRun:
-    """Every exit of a program's run, in order, the dwords it leaves in guest memory,
-    and the clause that decides the first exit that is not a plain step."""
+    """Every exit of a program's run, in order, the dwords the VMM then reads at GPAs of
+    shared pages (what the guest loaded or stored there), and the clause that decides the
+    first exit that is not a plain step."""
 
     exits: tuple[ExpectExit, ...]
-    stores: tuple[tuple[int, int], ...]
+    memory: tuple[tuple[int, int], ...]
     rule: str
     clause: str
 
@@ -79,7 +80,7 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
       `hlt` without an in-kernel irqchip exits KVM_EXIT_HLT (x86.c kvm_emulate_halt()).
     """
     exits: list[ExpectExit] = []
-    stores: list[tuple[int, int]] = []
+    memory: list[tuple[int, int]] = []
     clause = "the program's steps run in memslot memory"
     loaded = 0
     for step in steps:
@@ -100,17 +101,17 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
                     ("memory_fault.size", page_size))))
                 clause = ("a private access to a slot without a guest_memfd: EFAULT with KVM_EXIT_MEMORY_FAULT, "
                           "KVM_MEMORY_EXIT_FLAG_PRIVATE, the page's gpa and PAGE_SIZE")
-                return ExpectRun(tuple(exits), tuple(stores), "guest_run", clause)
-            if write and not page.private:
-                stores.append((step.gpa, step.value or 0))  # shared: the VMM sees it at userspace_addr
-            loaded = page.data
+                return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
+            loaded = (step.value or 0) if write else page.data
+            if not page.private:
+                memory.append((step.gpa, loaded))  # shared: the VMM sees it where it maps the slot
         elif step.op == "out":
             value = loaded if step.value is None else step.value
             exits.append(ExpectExit("KVM_EXIT_IO", 0, (("io.direction", IO_OUT), ("io.size", step.size),
                                                        ("io.port", step.port), ("io.count", 1), ("io.data", value))))
         elif step.op == "hlt":
             exits.append(ExpectExit("KVM_EXIT_HLT"))
-    return ExpectRun(tuple(exits), tuple(stores), "guest_run", clause)
+    return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
 
 
 def run_without_memslots() -> ExpectRun:
@@ -128,10 +129,15 @@ def slot_page(memory: str, host_data: int) -> Page:
     holding what the VMM wrote ("shared"); PRIVATE by attributes without a guest_memfd
     ("private"); a guest_memfd-bound slot, PRIVATE ("gmem-private": a page the guest never
     wrote reads zero, kvm_gmem_prepare_folio() clears it, virt/kvm/guest_memfd.c) or
-    shared (its shared accesses go through userspace_addr, mmu.c __kvm_mmu_faultin_pfn())."""
+    shared (its shared accesses go through userspace_addr, mmu.c __kvm_mmu_faultin_pfn()); a
+    guest_memfd with GUEST_MEMFD_FLAG_MMAP makes the slot guest_memfd-only (kvm_gmem_bind():
+    KVM_MEMSLOT_GMEM_ONLY), so the guest reads what the VMM wrote through the file's mmap
+    ("gmem-mmap"), and zero after FALLOC_FL_PUNCH_HOLE ("gmem-mmap-punched": the folio is
+    truncated, a new one is cleared), in the mapping too."""
     pages = {"none": Page(False), "deleted": Page(False), "shared": Page(True, data=host_data),
              "private": Page(True, private=True), "gmem-private": Page(True, private=True, gmem=True, data=0),
-             "gmem-shared": Page(True, gmem=True, data=host_data)}
+             "gmem-shared": Page(True, gmem=True, data=host_data), "gmem-mmap": Page(True, gmem=True, data=host_data),
+             "gmem-mmap-punched": Page(True, gmem=True, data=0)}
     return pages[memory]
 
 
