@@ -35,6 +35,7 @@ from harness.host.fds import IoctlError, Kvm, KvmFd, Vcpu, Vm
 MAP_PRIVATE = 0x02
 CPUID_ENTRIES = 256  # room for KVM_GET_SUPPORTED_CPUID (75 entries here; E2BIG if too few)
 CONTINUES = frozenset({"KVM_EXIT_IO", "KVM_EXIT_MMIO"})  # exits after which the program goes on
+CONVERSIONS = {"private": (1,), "reshared": (1, 0)}  # the attribute changes a test slot goes through (1: PRIVATE)
 RUN_LIMIT_S = 2.0  # a program that never exits is stopped by SIGALRM (KVM_RUN: EINTR)
 
 
@@ -62,7 +63,7 @@ def test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
     `host_data` at TEST_GPA where the VMM can write: plain memory, or a guest_memfd
     bound to the slot ("gmem-*"); "gmem-mmap*" is a shared guest_memfd written through its
     mmap (which is also the slot's userspace_addr), "-punched" then punches the first page
-    out; "*private" makes the pages PRIVATE. The user address of the slot's memory (0 when
+    out; "*private" makes the pages PRIVATE, "*reshared" PRIVATE and then shared again. The user address of the slot's memory (0 when
     there is none)."""
     size = TEST_PAGES * PAGE_SIZE
     if memory == "none":
@@ -89,8 +90,8 @@ def test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
     set_slot(vm, TEST_SLOT, TEST_GPA, size, uaddr, flags, gmem_fd)
     if memory == "deleted":
         set_slot(vm, TEST_SLOT, TEST_GPA, 0, uaddr)
-    if memory.endswith("private"):
-        values = {"address": TEST_GPA, "size": size, "attributes": c["KVM_MEMORY_ATTRIBUTE_PRIVATE"]}
+    for attributes in CONVERSIONS.get(memory.rsplit("-", 1)[-1], ()):
+        values = {"address": TEST_GPA, "size": size, "attributes": c["KVM_MEMORY_ATTRIBUTE_PRIVATE"] * attributes}
         _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", values)
     return uaddr
 

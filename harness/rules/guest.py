@@ -133,11 +133,13 @@ def slot_page(memory: str, host_data: int) -> Page:
     guest_memfd with GUEST_MEMFD_FLAG_MMAP makes the slot guest_memfd-only (kvm_gmem_bind():
     KVM_MEMSLOT_GMEM_ONLY), so the guest reads what the VMM wrote through the file's mmap
     ("gmem-mmap"), and zero after FALLOC_FL_PUNCH_HOLE ("gmem-mmap-punched": the folio is
-    truncated, a new one is cleared), in the mapping too."""
+    truncated, a new one is cleared), in the mapping too. Converted PRIVATE and back to shared
+    ("gmem-reshared"), the guest reads userspace_addr again (the attributes are all that
+    decide, kvm_mem_is_private())."""
     pages = {"none": Page(False), "deleted": Page(False), "shared": Page(True, data=host_data),
              "private": Page(True, private=True), "gmem-private": Page(True, private=True, gmem=True, data=0),
              "gmem-shared": Page(True, gmem=True, data=host_data), "gmem-mmap": Page(True, gmem=True, data=host_data),
-             "gmem-mmap-punched": Page(True, gmem=True, data=0)}
+             "gmem-mmap-punched": Page(True, gmem=True, data=0), "gmem-reshared": Page(True, gmem=True, data=host_data)}
     return pages[memory]
 
 
