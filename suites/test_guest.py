@@ -24,7 +24,7 @@ def require_memory(target: Target, memory: str, vm_type: int) -> None:
     if memory.startswith("gmem-mmap"):
         shared = target.facts.const("GUEST_MEMFD_FLAG_MMAP") | target.facts.const("GUEST_MEMFD_FLAG_INIT_SHARED")
         target.require_cap("KVM_CAP_GUEST_MEMFD_FLAGS", vm_type, bits=shared)
-    if memory.endswith(("private", "reshared")):
+    if memory.endswith(("private", "reshared", "private-deleted")):
         target.require_ioctl("KVM_SET_MEMORY_ATTRIBUTES", FdKind.VM, vm_type)
         target.require_cap("KVM_CAP_MEMORY_ATTRIBUTES", vm_type, bits=target.facts.const("KVM_MEMORY_ATTRIBUTE_PRIVATE"))
 

@@ -35,7 +35,8 @@ from harness.host.fds import IoctlError, Kvm, KvmFd, Vcpu, Vm
 MAP_PRIVATE = 0x02
 CPUID_ENTRIES = 256  # room for KVM_GET_SUPPORTED_CPUID (75 entries here; E2BIG if too few)
 CONTINUES = frozenset({"KVM_EXIT_IO", "KVM_EXIT_MMIO"})  # exits after which the program goes on
-CONVERSIONS = {"private": (1,), "reshared": (1, 0)}  # the attribute changes a test slot goes through (1: PRIVATE)
+# the attribute changes a test slot goes through (1: PRIVATE, 0: shared)
+CONVERSIONS = {"private": (1,), "private-deleted": (1,), "gmem-private": (1,), "gmem-reshared": (1, 0)}
 RUN_LIMIT_S = 2.0  # a program that never exits is stopped by SIGALRM (KVM_RUN: EINTR)
 
 
@@ -63,7 +64,8 @@ def test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
     `host_data` at TEST_GPA where the VMM can write: plain memory, or a guest_memfd
     bound to the slot ("gmem-*"); "gmem-mmap*" is a shared guest_memfd written through its
     mmap (which is also the slot's userspace_addr), "-punched" then punches the first page
-    out; "*private" makes the pages PRIVATE, "*reshared" PRIVATE and then shared again. The user address of the slot's memory (0 when
+    out; "*private" makes the pages PRIVATE, "*reshared" PRIVATE and then shared again;
+    "*deleted" deletes the slot afterwards. The user address of the slot's memory (0 when
     there is none)."""
     size = TEST_PAGES * PAGE_SIZE
     if memory == "none":
@@ -88,9 +90,9 @@ def test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
         if r < 0:
             raise OSError(-r, f"fallocate(PUNCH_HOLE|KEEP_SIZE, 0, {PAGE_SIZE}) of {gmem.label} failed: {errno_name(r)}")
     set_slot(vm, TEST_SLOT, TEST_GPA, size, uaddr, flags, gmem_fd)
-    if memory == "deleted":
+    if memory.endswith("deleted"):
         set_slot(vm, TEST_SLOT, TEST_GPA, 0, uaddr)
-    for attributes in CONVERSIONS.get(memory.rsplit("-", 1)[-1], ()):
+    for attributes in CONVERSIONS.get(memory, ()):
         values = {"address": TEST_GPA, "size": size, "attributes": c["KVM_MEMORY_ATTRIBUTE_PRIVATE"] * attributes}
         _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", values)
     return uaddr

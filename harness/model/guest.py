@@ -144,19 +144,19 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
                                     "io.count": 1, "io.data_offset": IO_PAGE})
     write = step.op == "store"
     slot = _slot(vm, step.gpa)
+    gfn = step.gpa // PAGE_SIZE
+    private = bool(vm.attributes.at(gfn) & c["KVM_MEMORY_ATTRIBUTE_PRIVATE"])
+    if private and (slot is None or slot.gmem is None):
+        cpu.step -= 1  # the access faults: the vCPU stays at it
+        raise _Exit("KVM_EXIT_MEMORY_FAULT", {"memory_fault.flags": c["KVM_MEMORY_EXIT_FLAG_PRIVATE"],
+                                              "memory_fault.gpa": gfn * PAGE_SIZE, "memory_fault.size": PAGE_SIZE},
+                    -errno.EFAULT)
     if slot is None:
         fields = {"mmio.phys_addr": step.gpa, "mmio.len": step.size, "mmio.is_write": int(write)}
         if write:
             fields.update({f"mmio.data[{i}]": b for i, b in enumerate((step.value or 0).to_bytes(8, "little"))})
         cpu.mmio_load = not write
         raise _Exit("KVM_EXIT_MMIO", fields)
-    gfn = step.gpa // PAGE_SIZE
-    private = bool(vm.attributes.at(gfn) & c["KVM_MEMORY_ATTRIBUTE_PRIVATE"])
-    if private and slot.gmem is None:
-        cpu.step -= 1  # the access faults: the vCPU stays at it
-        raise _Exit("KVM_EXIT_MEMORY_FAULT", {"memory_fault.flags": c["KVM_MEMORY_EXIT_FLAG_PRIVATE"],
-                                              "memory_fault.gpa": gfn * PAGE_SIZE, "memory_fault.size": PAGE_SIZE},
-                    -errno.EFAULT)
     if private and slot.gmem is not None:
         index = (slot.offset + step.gpa - slot.gpa) // PAGE_SIZE
         page = slot.gmem.pages.setdefault(index, bytearray(PAGE_SIZE))

@@ -71,10 +71,11 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
     - A load or store to a GPA in no memslot exits KVM_EXIT_MMIO with phys_addr, len and
       is_write (api.rst "KVM_EXIT_MMIO"); a load takes the data the VMM writes into
       mmio.data before the next KVM_RUN, a store carries its data.
-    - An access to a page whose attributes are PRIVATE in a slot without a guest_memfd:
-      KVM_RUN fails with EFAULT and exit_reason KVM_EXIT_MEMORY_FAULT, flags
-      KVM_MEMORY_EXIT_FLAG_PRIVATE, gpa the page, size PAGE_SIZE
-      (kvm_mmu_faultin_pfn_gmem(), arch/x86/kvm/mmu/mmu.c:4631; kvm_mmu_prepare_memory_fault_exit(),
+    - An access to a page whose attributes are PRIVATE in a slot without a guest_memfd, or
+      in no slot: KVM_RUN fails with EFAULT and exit_reason KVM_EXIT_MEMORY_FAULT, flags
+      KVM_MEMORY_EXIT_FLAG_PRIVATE, gpa the page, size PAGE_SIZE (a SW-protected VM's fault
+      is private by the attributes, mmu.c:6597; kvm_mmu_faultin_pfn_gmem(), mmu.c:4631, and
+      kvm_handle_noslot_fault(), mmu.c:3588; kvm_mmu_prepare_memory_fault_exit(),
       mmu_internal.h:333: gfn << PAGE_SHIFT, PAGE_SIZE); the vCPU does not go on.
     - `out` exits KVM_EXIT_IO, direction OUT, with port, size, count 1 and the data;
       `hlt` without an in-kernel irqchip exits KVM_EXIT_HLT (x86.c kvm_emulate_halt()).
@@ -87,6 +88,13 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
         if step.op in ("load", "store"):
             page = pages.get(step.gpa - step.gpa % page_size, Page(False))
             write = int(step.op == "store")
+            if page.private and not page.gmem:
+                exits.append(ExpectExit("KVM_EXIT_MEMORY_FAULT", errno.EFAULT, (
+                    ("memory_fault.flags", private_flag), ("memory_fault.gpa", step.gpa - step.gpa % page_size),
+                    ("memory_fault.size", page_size))))
+                clause = ("a private access with no guest_memfd behind it (a slot without one, or no slot): EFAULT with "
+                          "KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE, the page's gpa and PAGE_SIZE")
+                return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
             if not page.in_slot:
                 fields = [("mmio.phys_addr", step.gpa), ("mmio.len", step.size), ("mmio.is_write", write)]
                 if write:
@@ -95,13 +103,6 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
                 loaded = mmio_reply
                 clause = "an access to a GPA in no memslot exits KVM_EXIT_MMIO with the address, length and direction"
                 continue
-            if page.private and not page.gmem:
-                exits.append(ExpectExit("KVM_EXIT_MEMORY_FAULT", errno.EFAULT, (
-                    ("memory_fault.flags", private_flag), ("memory_fault.gpa", step.gpa - step.gpa % page_size),
-                    ("memory_fault.size", page_size))))
-                clause = ("a private access to a slot without a guest_memfd: EFAULT with KVM_EXIT_MEMORY_FAULT, "
-                          "KVM_MEMORY_EXIT_FLAG_PRIVATE, the page's gpa and PAGE_SIZE")
-                return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
             loaded = (step.value or 0) if write else page.data
             if not page.private:
                 memory.append((step.gpa, loaded))  # shared: the VMM sees it where it maps the slot
@@ -127,7 +128,8 @@ def slot_page(memory: str, host_data: int) -> Page:
     """What the guest finds in the test slot, per setup: no slot ("none", or "deleted"
     after KVM_SET_USER_MEMORY_REGION2 with memory_size 0 removed it); plain memory
     holding what the VMM wrote ("shared"); PRIVATE by attributes without a guest_memfd
-    ("private"); a guest_memfd-bound slot, PRIVATE ("gmem-private": a page the guest never
+    ("private"), and then deleted ("private-deleted": attributes are the VM's, not the
+    slot's); a guest_memfd-bound slot, PRIVATE ("gmem-private": a page the guest never
     wrote reads zero, kvm_gmem_prepare_folio() clears it, virt/kvm/guest_memfd.c) or
     shared (its shared accesses go through userspace_addr, mmu.c __kvm_mmu_faultin_pfn()); a
     guest_memfd with GUEST_MEMFD_FLAG_MMAP makes the slot guest_memfd-only (kvm_gmem_bind():
@@ -136,10 +138,13 @@ def slot_page(memory: str, host_data: int) -> Page:
     truncated, a new one is cleared), in the mapping too. Converted PRIVATE and back to shared
     ("gmem-reshared"), the guest reads userspace_addr again (the attributes are all that
     decide, kvm_mem_is_private())."""
-    pages = {"none": Page(False), "deleted": Page(False), "shared": Page(True, data=host_data),
-             "private": Page(True, private=True), "gmem-private": Page(True, private=True, gmem=True, data=0),
-             "gmem-shared": Page(True, gmem=True, data=host_data), "gmem-mmap": Page(True, gmem=True, data=host_data),
-             "gmem-mmap-punched": Page(True, gmem=True, data=0), "gmem-reshared": Page(True, gmem=True, data=host_data)}
+    pages = {
+        "none": Page(False), "deleted": Page(False), "shared": Page(True, data=host_data),
+        "private": Page(True, private=True), "private-deleted": Page(False, private=True),
+        "gmem-private": Page(True, private=True, gmem=True, data=0), "gmem-shared": Page(True, gmem=True, data=host_data),
+        "gmem-mmap": Page(True, gmem=True, data=host_data), "gmem-mmap-punched": Page(True, gmem=True, data=0),
+        "gmem-reshared": Page(True, gmem=True, data=host_data),
+    }
     return pages[memory]
 
 
