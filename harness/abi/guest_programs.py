@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.abi.linux import PAGE_SIZE
+
 TEST_SLOT, BASE_SLOT = 1, 0
 TEST_GPA, TEST_PAGES = 0x0, 4
 BASE_GPA, BASE_SIZE = 0x100000, 0x100000
-PML4_GPA, PDPT_GPA, PD_GPA = BASE_GPA + 0x1000, BASE_GPA + 0x2000, BASE_GPA + 0x3000
-GDT_GPA, TSS_GPA, IDT_GPA = BASE_GPA + 0x4000, BASE_GPA + 0x5000, BASE_GPA + 0x6000
+PML4_GPA, PDPT_GPA, PD_GPA = (BASE_GPA + n * PAGE_SIZE for n in (1, 2, 3))  # one page each
+GDT_GPA, TSS_GPA, IDT_GPA = (BASE_GPA + n * PAGE_SIZE for n in (4, 5, 6))
 CODE_GPA, STACK_TOP = BASE_GPA + 0x10000, BASE_GPA + 0x20000
 MMIO_GPA = 0x10000000
 OUT_PORT, DATA_PORT = 0x10, 0x11  # the byte a program announces; the dword it read

@@ -115,13 +115,14 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
     return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
 
 
-def run_without_memslots() -> ExpectRun:
+def run_without_memslots(emulation: int) -> ExpectRun:
     """KVM_RUN of a vCPU at its reset state in a VM with no memslots: the first
     instruction fetch (0xfffffff0) has no memory behind it and cannot be emulated, so
-    KVM_RUN exits KVM_EXIT_INTERNAL_ERROR (set_memory_region_test.c
-    test_zero_memory_regions(); x86.c handle_emulation_failure())."""
-    return ExpectRun((ExpectExit("KVM_EXIT_INTERNAL_ERROR"),), (), "run_without_memslots",
-                     "KVM_RUN with no memslots: KVM_EXIT_INTERNAL_ERROR")
+    KVM_RUN exits KVM_EXIT_INTERNAL_ERROR with suberror KVM_INTERNAL_ERROR_EMULATION
+    (set_memory_region_test.c test_zero_memory_regions(); x86.c handle_emulation_failure()
+    → prepare_emulation_failure_exit())."""
+    return ExpectRun((ExpectExit("KVM_EXIT_INTERNAL_ERROR", 0, (("internal.suberror", emulation),)),), (),
+                     "run_without_memslots", "KVM_RUN with no memslots: KVM_EXIT_INTERNAL_ERROR, emulation failure")
 
 
 def slot_page(memory: str, host_data: int) -> Page:
