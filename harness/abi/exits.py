@@ -41,15 +41,16 @@ class Exit:
 
     def __str__(self) -> str:
         rc = "" if self.result >= 0 else f"-{_errno.errorcode.get(-self.result, -self.result)} with "
-        shown = " ".join(f"{k.split('.', 1)[-1]}={_show(k, v)}" for k, v in self.fields)
+        shown = " ".join(f"{k.split('.', 1)[-1]}={show_field(k, v)}" for k, v in self.fields)
         shown += f" ({self.flag_names})" if self.flag_names else ""
         return f"{rc}{self.reason}" + (f" {shown}" if shown else "")
 
 
-def _show(name: str, value: int) -> str:
+def show_field(name: str, value: int) -> str:
+    """A payload field's value as messages show it: a direction by name, flags and big values in hex."""
     if name == "io.direction":
         return "OUT" if value else "IN"
-    return f"0x{value:x}" if value > 9 else str(value)
+    return f"0x{value:x}" if value > 9 or name.endswith("flags") else str(value)
 
 
 def _member(facts: AbiFacts, member: str) -> Struct:

@@ -13,7 +13,7 @@ import errno
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.abi.exits import Exit
+from harness.abi.exits import Exit, show_field
 from harness.abi.guest_programs import Step
 
 IO_OUT = 1  # KVM_EXIT_IO_OUT
@@ -38,6 +38,7 @@ class ExpectExit:
     reason: str
     errno: int = 0
     fields: tuple[tuple[str, int], ...] = ()
+    flag_names: str = ""  # memory_fault.flags by name
 
     def matches(self, seen: Exit) -> bool:
         if seen.reason != self.reason or (seen.result < 0) != bool(self.errno):
@@ -48,7 +49,8 @@ class ExpectExit:
 
     def __str__(self) -> str:
         rc = f"-{errno.errorcode[self.errno]} with " if self.errno else ""
-        shown = " ".join(f"{k.split('.', 1)[-1]}={v:#x}" if v > 9 else f"{k.split('.', 1)[-1]}={v}" for k, v in self.fields)
+        shown = " ".join(f"{k.split('.', 1)[-1]}={show_field(k, v)}" for k, v in self.fields)
+        shown += f" ({self.flag_names})" if self.flag_names else ""
         return f"{rc}{self.reason}" + (f" {shown}" if shown else "")
 
 
@@ -91,7 +93,7 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
             if page.private and not page.gmem:
                 exits.append(ExpectExit("KVM_EXIT_MEMORY_FAULT", errno.EFAULT, (
                     ("memory_fault.flags", private_flag), ("memory_fault.gpa", step.gpa - step.gpa % page_size),
-                    ("memory_fault.size", page_size))))
+                    ("memory_fault.size", page_size)), "KVM_MEMORY_EXIT_FLAG_PRIVATE"))
                 clause = ("a private access with no guest_memfd behind it (a slot without one, or no slot): EFAULT with "
                           "KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE, the page's gpa and PAGE_SIZE")
                 return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
