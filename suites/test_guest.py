@@ -44,7 +44,7 @@ def test_guest_run(target: Target, case: Case) -> None:
         else:
             program, memory = PROGRAMS[str(case.knob("program"))], str(case.knob("memory"))
             require_memory(target, memory, case.vm_type)
-            uaddr = guest.test_slot(stack, vm, memory, HOST_PATTERN)
+            uaddr = guest.set_test_slot(stack, vm, memory, HOST_PATTERN)
             vcpu = guest.boot(stack, target.kvm, vm, program)
             expected = guest_run(program.steps, {TEST_GPA: slot_page(memory, HOST_PATTERN)}, target.page,
                                  facts.const("KVM_MEMORY_EXIT_FLAG_PRIVATE"), MMIO_REPLY)

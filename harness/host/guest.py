@@ -29,10 +29,18 @@ from harness.abi.guest_programs import (
     regs,
     sregs,
 )
-from harness.abi.linux import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MAP_ANONYMOUS, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE
+from harness.abi.linux import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    MAP_ANONYMOUS,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PAGE_SIZE,
+    PROT_READ,
+    PROT_WRITE,
+)
 from harness.host.fds import IoctlError, Kvm, KvmFd, Vcpu, Vm
 
-MAP_PRIVATE = 0x02
 CPUID_ENTRIES = 256  # room for KVM_GET_SUPPORTED_CPUID (75 entries here; E2BIG if too few)
 CONTINUES = frozenset({"KVM_EXIT_IO", "KVM_EXIT_MMIO"})  # exits after which the program goes on
 # the attribute changes a test slot goes through (1: PRIVATE, 0: shared)
@@ -44,7 +52,7 @@ def guest_memory(stack: ExitStack, vm: Vm, size: int) -> int:
     """Anonymous memory for a memslot, unmapped when `stack` closes."""
     addr = vm.backend.mmap(-1, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, 0)
     if addr < 0:
-        raise OSError(-addr, f"mmap of {size} bytes of guest memory for {vm.label} failed")
+        raise OSError(-addr, f"mmap of {size} bytes of guest memory for {vm.label} failed: {errno_name(addr)}")
     stack.callback(vm.backend.munmap, addr, size)
     return addr
 
@@ -59,7 +67,7 @@ def set_slot(vm: Vm, slot: int, gpa: int, size: int, uaddr: int, flags: int = 0,
                              f"flags 0x{flags:x}) failed: {errno_name(r)}")
 
 
-def test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
+def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
     """The test slot as a case names it (`harness.rules.guest.slot_page`), holding
     `host_data` at TEST_GPA where the VMM can write: plain memory, or a guest_memfd
     bound to the slot ("gmem-*"); "gmem-mmap*" is a shared guest_memfd written through its

@@ -23,7 +23,7 @@ from harness.abi.guest_programs import PROGRAMS
 from harness.cases.case import Case, hexv
 from harness.host import guest
 from harness.host.fds import KvmFd, Vm, ioctl_label, open_kind
-from harness.host.guest import test_slot
+from harness.host.guest import set_test_slot
 from harness.host.usermem import Region
 from harness.rules import Expect, absent_ioctl, bad_pointer
 from harness.session.target import Target
@@ -94,7 +94,7 @@ class _Port:
 
     def guest_exits(self, program: str, host_data: int) -> list[Exit]:
         with ExitStack() as stack:
-            test_slot(stack, self.vm, "shared", host_data)
+            set_test_slot(stack, self.vm, "shared", host_data)
             return guest.run(guest.boot(stack, self.t.kvm, self.vm, PROGRAMS[program]))
 
 
