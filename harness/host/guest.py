@@ -73,7 +73,7 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
     bound to the slot ("gmem-*"); "gmem-mmap*" is a shared guest_memfd written through its
     mmap (which is also the slot's userspace_addr), "-punched" then punches the first page
     out; "*private" makes the pages PRIVATE, "*reshared" PRIVATE and then shared again;
-    "*deleted" deletes the slot afterwards. The user address of the slot's memory (0 when
+    "*deleted" deletes the slot afterwards; "readonly" is a KVM_MEM_READONLY slot. The user address of the slot's memory (0 when
     there is none)."""
     size = TEST_PAGES * PAGE_SIZE
     if memory == "none":
@@ -93,6 +93,8 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
     vm.backend.memory.poke(uaddr, host_data.to_bytes(4, "little"))
     if memory.startswith("gmem-"):
         flags, gmem_fd = c["KVM_MEM_GUEST_MEMFD"], gmem.fd
+    if memory == "readonly":
+        flags = c["KVM_MEM_READONLY"]
     if memory.endswith("-punched"):
         r = vm.backend.fallocate(gmem.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PAGE_SIZE)
         if r < 0:

@@ -151,7 +151,7 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
         raise _Exit("KVM_EXIT_MEMORY_FAULT", {"memory_fault.flags": c["KVM_MEMORY_EXIT_FLAG_PRIVATE"],
                                               "memory_fault.gpa": gfn * PAGE_SIZE, "memory_fault.size": PAGE_SIZE},
                     -errno.EFAULT)
-    if slot is None:
+    if slot is None or (write and slot.flags & c["KVM_MEM_READONLY"]):
         fields = {"mmio.phys_addr": step.gpa, "mmio.len": step.size, "mmio.is_write": int(write)}
         if write:
             fields.update({f"mmio.data[{i}]": b for i, b in enumerate((step.value or 0).to_bytes(8, "little"))})

@@ -28,6 +28,7 @@ class Page:
     private: bool = False
     gmem: bool = False
     data: int = 0
+    readonly: bool = False  # the slot has KVM_MEM_READONLY
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
       is private by the attributes, mmu.c:6597; kvm_mmu_faultin_pfn_gmem(), mmu.c:4631, and
       kvm_handle_noslot_fault(), mmu.c:3588; kvm_mmu_prepare_memory_fault_exit(),
       mmu_internal.h:333: gfn << PAGE_SHIFT, PAGE_SIZE); the vCPU does not go on.
+    - A store to a KVM_MEM_READONLY slot is posted to userspace as KVM_EXIT_MMIO (api.rst
+      "KVM_SET_USER_MEMORY_REGION": "writes to this memory will be posted to userspace as
+      KVM_EXIT_MMIO exits"); a load reads the slot.
     - `out` exits KVM_EXIT_IO, direction OUT, with port, size, count 1 and the data;
       `hlt` without an in-kernel irqchip exits KVM_EXIT_HLT (x86.c kvm_emulate_halt()).
     """
@@ -97,13 +101,16 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
                 clause = ("a private access with no guest_memfd behind it (a slot without one, or no slot): EFAULT with "
                           "KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE, the page's gpa and PAGE_SIZE")
                 return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
-            if not page.in_slot:
+            if not page.in_slot or (write and page.readonly):
                 fields = [("mmio.phys_addr", step.gpa), ("mmio.len", step.size), ("mmio.is_write", write)]
                 if write:
                     fields.append(("mmio.data", step.value or 0))
                 exits.append(ExpectExit("KVM_EXIT_MMIO", 0, tuple(fields)))
                 loaded = mmio_reply
                 clause = "an access to a GPA in no memslot exits KVM_EXIT_MMIO with the address, length and direction"
+                if page.in_slot:
+                    memory.append((step.gpa, page.data))  # the store did not reach the slot's memory
+                    clause = "a store to a KVM_MEM_READONLY slot exits KVM_EXIT_MMIO and leaves the memory as it was"
                 continue
             loaded = (step.value or 0) if write else page.data
             if not page.private:
@@ -140,13 +147,14 @@ def slot_page(memory: str, host_data: int) -> Page:
     ("gmem-mmap"), and zero after FALLOC_FL_PUNCH_HOLE ("gmem-mmap-punched": the folio is
     truncated, a new one is cleared), in the mapping too. Converted PRIVATE and back to shared
     ("gmem-reshared"), the guest reads userspace_addr again (the attributes are all that
-    decide, kvm_mem_is_private())."""
+    decide, kvm_mem_is_private()). A KVM_MEM_READONLY slot ("readonly") holds what the VMM
+    wrote."""
     pages = {
         "none": Page(False), "deleted": Page(False), "shared": Page(True, data=host_data),
         "private": Page(True, private=True), "private-deleted": Page(False, private=True),
         "gmem-private": Page(True, private=True, gmem=True, data=0), "gmem-shared": Page(True, gmem=True, data=host_data),
         "gmem-mmap": Page(True, gmem=True, data=host_data), "gmem-mmap-punched": Page(True, gmem=True, data=0),
-        "gmem-reshared": Page(True, gmem=True, data=host_data),
+        "gmem-reshared": Page(True, gmem=True, data=host_data), "readonly": Page(True, data=host_data, readonly=True),
     }
     return pages[memory]
 
