@@ -73,7 +73,8 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
     bound to the slot ("gmem-*"); "gmem-mmap*" is a shared guest_memfd written through its
     mmap (which is also the slot's userspace_addr), "-punched" then punches the first page
     out; "*private" makes the pages PRIVATE, "*reshared" PRIVATE and then shared again;
-    "*deleted" deletes the slot afterwards; "readonly" is a KVM_MEM_READONLY slot. The user address of the slot's memory (0 when
+    "*deleted" deletes the slot afterwards, "recreated" then adds it again over fresh memory;
+    "readonly" is a KVM_MEM_READONLY slot. The user address of the slot's memory (0 when
     there is none)."""
     size = TEST_PAGES * PAGE_SIZE
     if memory == "none":
@@ -100,8 +101,11 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
         if r < 0:
             raise OSError(-r, f"fallocate(PUNCH_HOLE|KEEP_SIZE, 0, {PAGE_SIZE}) of {gmem.label} failed: {errno_name(r)}")
     set_slot(vm, TEST_SLOT, TEST_GPA, size, uaddr, flags, gmem_fd)
-    if memory.endswith("deleted"):
+    if memory.endswith("deleted") or memory == "recreated":
         set_slot(vm, TEST_SLOT, TEST_GPA, 0, uaddr)
+    if memory == "recreated":
+        uaddr = guest_memory(stack, vm, size)  # fresh memory: what the VMM wrote was in the old
+        set_slot(vm, TEST_SLOT, TEST_GPA, size, uaddr)
     for attributes in CONVERSIONS.get(memory, ()):
         values = {"address": TEST_GPA, "size": size, "attributes": c["KVM_MEMORY_ATTRIBUTE_PRIVATE"] * attributes}
         _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", values)

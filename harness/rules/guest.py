@@ -148,13 +148,15 @@ def slot_page(memory: str, host_data: int) -> Page:
     truncated, a new one is cleared), in the mapping too. Converted PRIVATE and back to shared
     ("gmem-reshared"), the guest reads userspace_addr again (the attributes are all that
     decide, kvm_mem_is_private()). A KVM_MEM_READONLY slot ("readonly") holds what the VMM
-    wrote."""
+    wrote. A slot deleted and added again over fresh anonymous memory ("recreated") reads
+    that memory's zeros, not the old pages (set_memory_region_test.c test_delete_memory_region())."""
     pages = {
         "none": Page(False), "deleted": Page(False), "shared": Page(True, data=host_data),
         "private": Page(True, private=True), "private-deleted": Page(False, private=True),
         "gmem-private": Page(True, private=True, gmem=True, data=0), "gmem-shared": Page(True, gmem=True, data=host_data),
         "gmem-mmap": Page(True, gmem=True, data=host_data), "gmem-mmap-punched": Page(True, gmem=True, data=0),
         "gmem-reshared": Page(True, gmem=True, data=host_data), "readonly": Page(True, data=host_data, readonly=True),
+        "recreated": Page(True, data=0),
     }
     return pages[memory]
 

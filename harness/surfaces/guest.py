@@ -28,7 +28,7 @@ RULES = {
 
 # What the test slot is, for the programs that touch it; the others run with plain memory.
 MEMORIES = ("shared", "none", "deleted", "private", "private-deleted", "gmem-shared", "gmem-private", "gmem-mmap", "gmem-mmap-punched",
-            "gmem-reshared", "readonly")
+            "gmem-reshared", "readonly", "recreated")
 
 
 def guest_runs(t: Plan) -> list[Case]:
