@@ -15,10 +15,14 @@ import pwd
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from harness.abi.exits import MEMBER_PREFIX
+from harness.abi.facts import Field, Struct
 from harness.abi.profile import load_profile, revision_order
 from harness.cli import vmrun
 from harness.paths import ROOT
@@ -69,6 +73,34 @@ print("kvmconf-guest: tainted 0", flush=True)
 '''
 
 
+def c_members(fields: Sequence[Field], start: int, end: int, union: Mapping[str, Struct]) -> str:
+    """C members that put each field at its offset (packed, explicit pads): a dotted name
+    (`cs.base`) is a member of a nested struct, kvm_run's `padding` the exit union that
+    holds the kvm_run_exit_* layouts."""
+    out, pos, i = [], start, 0
+    while i < len(fields):
+        f = fields[i]
+        if f.offset > pos:
+            out.append(f"__u8 pad_{pos}[{f.offset - pos}];")
+        head = f.name.split(".", 1)[0]
+        if "." in f.name:
+            group = [g for g in fields[i:] if g.name.split(".", 1)[0] == head and "." in g.name]
+            inner = [replace(g, name=g.name.split(".", 1)[1]) for g in group]
+            last = max(g.offset + g.size for g in group)
+            out.append(f"struct {{ {c_members(inner, f.offset, last, {})} }} __attribute__((packed)) {head};")
+            pos, i = last, i + len(group)
+            continue
+        if f.name == "padding" and union:
+            alts = " ".join(f"struct {{ {c_members(m.fields, 0, m.size, {})} }} __attribute__((packed)) {n};" for n, m in union.items())
+            out.append(f"union {{ {alts} __{f.type} padding[{f.count}]; }} __attribute__((packed));")
+        else:
+            out.append(f"__{f.type} {f.name}{f'[{f.count}]' if f.count > 1 else ''};")
+        pos, i = f.offset + f.size, i + 1
+    if end > pos:
+        out.append(f"__u8 pad_{pos}[{end - pos}];")
+    return " ".join(out)
+
+
 def profile_header(name: str, *, extra: str = "") -> str:
     """A source tree's uapi kvm.h with profile `name`'s symbols and layouts, as the
     kernel tree has it: with the `<linux/compiler.h>` include and a `__user` pointer
@@ -77,9 +109,11 @@ def profile_header(name: str, *, extra: str = "") -> str:
     out = ["#ifndef _UAPI__LINUX_KVM_H", "#define _UAPI__LINUX_KVM_H", "#include <linux/types.h>",
            "#include <linux/compiler.h>", "#include <linux/ioctl.h>", "#define KVMIO 0xAE",
            "struct kvm_dirty_log_like { __u32 slot; void __user *dirty_bitmap; };"]
+    members = {n.removeprefix(MEMBER_PREFIX): s for n, s in facts.structs.items() if n.startswith(MEMBER_PREFIX)}
     for sname, struct in facts.structs.items():
-        members = " ".join(f"__{f.type} {f.name}{f'[{f.count}]' if f.count > 1 else ''};" for f in struct.fields)
-        out.append(f"struct {sname} {{ {members} }};")
+        if not sname.startswith(MEMBER_PREFIX):
+            union = members if sname == "kvm_run" else {}
+            out.append(f"struct {sname} {{ {c_members(struct.fields, 0, struct.size, union)} }} __attribute__((packed));")
     for iname, io in facts.ioctls.items():
         args = f"KVMIO, {io.nr:#x}" + (f", struct {io.struct}" if io.struct else "")
         out.append(f"#define {iname} {io.direction.macro}({args})")

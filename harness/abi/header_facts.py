@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from harness.abi.exits import MEMBER_PREFIX
 from harness.abi.facts import TYPE_BY_SIZE, AbiFacts, Field, Ioctl, Struct
 from harness.abi.ioc import IocEncoding
 from harness.abi.profile import catalogue, known_profiles, load_profile, revision_order
@@ -48,10 +49,13 @@ _PRELUDE = f"""#include <stddef.h>
 #define SIZE(s) KVMCONF_EMIT("size " #s, sizeof(struct s));
 #define FIELD(s, f) KVMCONF_EMIT("offset " #s " " #f, offsetof(struct s, f)); \\
     KVMCONF_EMIT("fieldsize " #s " " #f, sizeof(((struct s *)0)->f));
+#define MSIZE(s, o, m) KVMCONF_EMIT("size " #s, sizeof(((struct o *)0)->m));
+#define MFIELD(s, o, m, f) KVMCONF_EMIT("offset " #s " " #f, offsetof(struct o, m.f) - offsetof(struct o, m)); \\
+    KVMCONF_EMIT("fieldsize " #s " " #f, sizeof(((struct o *)0)->m.f));
 void kvmconf_probe(void) {{
 """
 # gcc prints an immediate as `$123` (AT&T syntax) inside the string it was asked to emit
-_EMITTED = re.compile(r'->kvmconf (sym|size|offset|fieldsize) ([A-Za-z_][\w ]*?) \$?(-?\d+)"')
+_EMITTED = re.compile(r'->kvmconf (sym|size|offset|fieldsize) ([A-Za-z_][\w .]*?) \$?(-?\d+)"')
 
 
 def prepare(header: bytes) -> bytes:
@@ -83,6 +87,11 @@ def symbol_lines(symbols: Iterable[str]) -> list[str]:
 
 
 def struct_lines(name: str, fields: Iterable[Field]) -> list[str]:
+    """The size line, then one line per field; a `kvm_run_exit_*` layout is a member of
+    kvm_run's anonymous exit union, measured there (offsets from the member's start)."""
+    if name.startswith(MEMBER_PREFIX):
+        member = name.removeprefix(MEMBER_PREFIX)
+        return [f"MSIZE({name}, kvm_run, {member})", *(f"MFIELD({name}, kvm_run, {member}, {f.name})" for f in fields)]
     return [f"SIZE({name})", *(f"FIELD({name}, {f.name})" for f in fields)]
 
 

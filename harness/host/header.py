@@ -112,8 +112,8 @@ def probe(header: Path) -> RawProbe:
             lines = struct_lines(sname, struct.fields)
             if gcc.compiles(lines)[0]:
                 body += lines
-            elif gcc.compiles([f"SIZE({sname})"])[0]:  # keep the fields this revision of the struct has
-                body += [f"SIZE({sname})", *(line for line in lines[1:] if gcc.compiles([line])[0])]
+            elif gcc.compiles(lines[:1])[0]:  # keep the fields this revision of the struct has
+                body += [lines[0], *(line for line in lines[1:] if gcc.compiles([line])[0])]
         ok, err, asm = gcc.assembly(body)
         if not ok:
             raise HeaderCompileError(f"header {header}: a value asked of it is not a constant: {_first_error(err)}")

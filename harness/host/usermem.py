@@ -135,6 +135,9 @@ class UserMemory(Protocol):
     def at_guard(self, data: bytes, overhang: int = 0) -> Region: ...
     def among_canaries(self, data: bytes, readonly: bool = False) -> Region: ...
     def unmapped(self, length: int = PAGE_SIZE) -> int: ...
+    def read(self, addr: int, length: int) -> bytes:
+        """Bytes at an address of memory the harness mapped (guest memory, kvm_run)."""
+    def write(self, addr: int, data: bytes) -> None: ...
 
 
 class LocalMemory:
@@ -148,3 +151,9 @@ class LocalMemory:
 
     def unmapped(self, length: int = PAGE_SIZE) -> int:
         return Unmapped(length).addr
+
+    def read(self, addr: int, length: int) -> bytes:
+        return ctypes.string_at(addr, length)
+
+    def write(self, addr: int, data: bytes) -> None:
+        ctypes.memmove(addr, data, len(data))

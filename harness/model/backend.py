@@ -51,7 +51,7 @@ from harness.abi.linux import (
 )
 from harness.host.backend import KernelBackend
 from harness.host.usermem import LocalMemory
-from harness.model import vcpu
+from harness.model import guest, vcpu
 from harness.model.deviation import FAITHFUL, Deviation
 from harness.model.state import GmemState, Handle, Slot, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
@@ -70,7 +70,7 @@ FEATURE_CAPS = frozenset({"KVM_CAP_CHECK_EXTENSION_VM", "KVM_CAP_MEMORY_FAULT_IN
 CONVERSION_FLAGS = ("KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE",)
 
 
-FAMILIES = (vcpu,)
+FAMILIES = (vcpu, guest)
 
 
 class Refused(Exception):
@@ -139,7 +139,9 @@ class ModelBackend:
         return self.open_handle(Handle(FdKind.SYSTEM))
 
     def close(self, fd: int) -> None:
-        self.files.pop(fd, None)
+        handle = self.files.pop(fd, None)
+        if handle is not None and handle.gmem is not None:
+            handle.gmem.close()
         os.close(fd)
 
     # -- checks -------------------------------------------------------------------
@@ -378,18 +380,23 @@ class ModelBackend:
         vm = self.vm_of(handle)
         v = self.copy_in(name, arg, fd)
         addr, size, attributes = v["address"], v["size"], v["attributes"]
-        allowed = self.flags(io, vm) | self.dev.extra(f"{name}.flags", fd)
-        self.check(f"{name}.flags", bool(v["flags"] & ~allowed), fd)
-        self.check(f"{name}.attributes", bool(attributes & ~(self.attributes(vm) | self.dev.extra(f"{name}.attributes", fd))), fd)
-        self.check(f"{name}.size", size == 0, fd)
-        self.check(f"{name}.wrap", wraps(addr, size), fd)
-        self.check(f"{name}.align-address", addr % PAGE_SIZE != 0, fd)
-        self.check(f"{name}.align-size", size % PAGE_SIZE != 0, fd)
-        self.zero_words(name, self.facts.structs[io.struct], v, fd)
-        ranges = vm.attributes
-        if handle.gmem is not None:
-            self.check(f"{name}.past-eof", addr + size > handle.gmem.size, fd)
-            ranges = handle.gmem.attributes
+        ranges = vm.attributes if handle.gmem is None else handle.gmem.attributes
+        try:
+            allowed = self.flags(io, vm) | self.dev.extra(f"{name}.flags", fd)
+            self.check(f"{name}.flags", bool(v["flags"] & ~allowed), fd)
+            supported = self.attributes(vm) | self.dev.extra(f"{name}.attributes", fd)
+            self.check(f"{name}.attributes", bool(attributes & ~supported), fd)
+            self.check(f"{name}.size", size == 0, fd)
+            self.check(f"{name}.wrap", wraps(addr, size), fd)
+            self.check(f"{name}.align-address", addr % PAGE_SIZE != 0, fd)
+            self.check(f"{name}.align-size", size % PAGE_SIZE != 0, fd)
+            self.zero_words(name, self.facts.structs[io.struct], v, fd)
+            if handle.gmem is not None:
+                self.check(f"{name}.past-eof", addr + size > handle.gmem.size, fd)
+        except Refused:
+            if name in self.dev.keep_rejected:  # a mutant: the rejected range's attributes change anyway
+                ranges.set(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT, attributes)
+            raise
         ranges.set(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT, attributes)
         return 0
 
@@ -471,13 +478,16 @@ class ModelBackend:
 
     def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
         """do_mmap() then kvm_gmem_mmap(): noexec mount (EPERM), GUEST_MEMFD_FLAG_MMAP
-        (ENODEV), MAP_SHARED (EINVAL); a success is a real shared anonymous mapping. A
+        (ENODEV), MAP_SHARED (EINVAL); a success maps the file's pages (a memfd behind it). A
         vCPU's fd maps its `kvm_run` (kvm_vcpu_mmap: pages within the mmap size)."""
         handle = self.files.get(fd)
-        if handle is not None and handle.kind == FdKind.VCPU:
+        if handle is not None and handle.vcpu is not None:
             if offset % PAGE_SIZE or length == 0 or offset + length > vcpu.MMAP_PAGES * PAGE_SIZE:
                 return -errno.EINVAL
-            return self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
+            addr = self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
+            if addr >= 0 and offset == 0:
+                handle.vcpu.run_addr = addr  # where KVM_RUN reports its exits
+            return addr
         gmem = self.gmem(fd)
         if gmem is None:
             return self.kernel.mmap(fd, length, prot, flags, offset)
@@ -492,7 +502,7 @@ class ModelBackend:
             self.check("mmap.shared", not flags & MAP_SHARED, "guest_memfd")
         except Refused as r:
             return -r.errno
-        return self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
+        return self.kernel.mmap(gmem.backing(), length, prot, MAP_SHARED, offset)
 
     def munmap(self, addr: int, length: int) -> int:
         return self.kernel.munmap(addr, length)
@@ -517,6 +527,8 @@ class ModelBackend:
                 self.check("fallocate.eof", offset + length > gmem.size, g)
         except Refused as r:
             return -r.errno
+        if punch:
+            gmem.punch(offset, length)
         return 0
 
 

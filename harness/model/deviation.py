@@ -3,7 +3,7 @@
 The model names each check it makes: `<ioctl or file call>.<clause>`, such as
 `KVM_SET_MEMORY_ATTRIBUTES2.reserved[3]` or `fallocate.eof`. A deviation leaves checks
 out, answers another errno for them, accepts extra bits, copies another number of
-bytes, answers caps wrongly or leaves state behind: small, data-only overrides, so a
+bytes, answers caps wrongly, leaves state behind or reports an exit's field wrongly: small, data-only overrides, so a
 mutant breaks exactly one rule and the catalogue stays data. A check id prefixed with
 an fd kind (`guest_memfd:KVM_SET_MEMORY_ATTRIBUTES2.reserved[11]`) deviates only on
 that kind of fd.
@@ -33,6 +33,7 @@ class Deviation:
     write_past: Mapping[str, int] = field(default_factory=dict)  # ioctl → bytes written past the struct
     blksize: int | None = None  # st_blksize of a guest_memfd instead of the page size
     narrow: Mapping[str, int] = field(default_factory=dict)  # check → mask its argument is cut to (a long read as an int)
+    exit_skew: Mapping[str, int] = field(default_factory=dict)  # kvm_run field → added to what KVM_RUN reports
 
     def skips(self, check: str, fd: str) -> bool:
         return check in self.skip or f"{fd}:{check}" in self.skip

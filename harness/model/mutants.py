@@ -79,6 +79,8 @@ def _deviation(name: str, raw: dict[str, Any]) -> Deviation:
             args[key] = {check: (1 << int(bits)) - 1 for check, bits in value.items()}
         elif key == "aliases":
             args[key] = tuple((str(a), str(d), int(s)) for a, d, s in value)
+        elif key == "exit_skew":
+            args[key] = {field: int(delta) for field, delta in value.items()}
         elif key == "extra_fds":
             args[key] = {io: tuple(kinds) for io, kinds in value.items()}
         else:

@@ -6,9 +6,11 @@ slots and fds exist only when a call succeeded, and the suite reads them back.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from harness.abi.fdkind import FdKind
+from harness.abi.linux import PAGE_SIZE
 
 
 class Ranges:
@@ -32,6 +34,10 @@ class Ranges:
             kept.append((start, end, value))
         self.spans = sorted(kept)
 
+    def at(self, index: int) -> int:
+        """The attributes of one page."""
+        return next((v for s, e, v in self.spans if s <= index < e), 0)
+
 
 @dataclass(eq=False)
 class VmState:
@@ -53,6 +59,36 @@ class GmemState:
     flags: int
     ino: int
     attributes: Ranges = field(default_factory=Ranges)
+    pages: dict[int, bytearray] = field(default_factory=dict)  # contents of pages a guest wrote privately (others read zero)
+    backing_fd: int = -1  # a memfd with the file's shared contents, made when first mapped or written
+
+    def backing(self) -> int:
+        if self.backing_fd < 0:
+            self.backing_fd = os.memfd_create(f"model-guest_memfd-{self.ino}", os.MFD_CLOEXEC)
+            os.ftruncate(self.backing_fd, self.size)
+        return self.backing_fd
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Shared contents at a file offset (zero where never written)."""
+        return os.pread(self.backing_fd, size, offset) if self.backing_fd >= 0 else bytes(size)
+
+    def write(self, offset: int, data: bytes) -> None:
+        os.pwrite(self.backing(), data, offset)
+
+    def punch(self, offset: int, length: int) -> None:
+        """FALLOC_FL_PUNCH_HOLE: the range's pages are gone, shared and private; they read zero."""
+        first, end = offset // PAGE_SIZE, (offset + length) // PAGE_SIZE
+        for index in [i for i in self.pages if first <= i < end]:
+            del self.pages[index]
+        if self.backing_fd >= 0:
+            stop = min(offset + length, self.size)
+            if stop > offset:
+                os.pwrite(self.backing_fd, bytes(stop - offset), offset)
+
+    def close(self) -> None:
+        if self.backing_fd >= 0:
+            os.close(self.backing_fd)
+            self.backing_fd = -1
 
 
 @dataclass(eq=False)
@@ -75,9 +111,28 @@ class Slot:
 
 
 @dataclass(eq=False)
+class VcpuState:
+    """A vCPU: the registers a program starts from, its kvm_run mapping, and how far its
+    program has got (the step to run next, the value last loaded, an MMIO load waiting
+    for the VMM's data)."""
+
+    id: int
+    regs: dict[str, int] = field(default_factory=lambda: {"rip": 0xFFF0, "rflags": 0x2})
+    sregs: dict[str, int] = field(default_factory=lambda: {"cs.base": 0xFFFF0000, "cs.selector": 0xF000,
+                                                           "cs.limit": 0xFFFF, "cs.type": 0xB, "cs.present": 1,
+                                                           "cs.s": 1, "cr0": 0x60000010})
+    cpuid_entries: int = 0
+    run_addr: int = 0
+    step: int = 0
+    loaded: int = 0
+    mmio_load: bool = False
+
+
+@dataclass(eq=False)
 class Handle:
     """What an fd the model handed out refers to."""
 
     kind: FdKind
     vm: VmState | None = None
     gmem: GmemState | None = None
+    vcpu: VcpuState | None = None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from harness.abi.fdkind import FdKind
 from harness.abi.linux import PAGE_SIZE
-from harness.model.state import Handle
+from harness.model.state import Handle, VcpuState
 
 if TYPE_CHECKING:
     from harness.model.backend import ModelBackend
@@ -35,7 +35,7 @@ def create_vcpu(model: ModelBackend, handle: Handle, arg: int) -> int:
     model.check(f"{name}.count", len(vm.vcpus) >= MAX_VCPUS, fd)
     model.check(f"{name}.duplicate", arg in vm.vcpus, fd, errno.EEXIST)
     vm.vcpus.add(arg)
-    return model.open_handle(Handle(FdKind.VCPU, vm=vm))
+    return model.open_handle(Handle(FdKind.VCPU, vm=vm, vcpu=VcpuState(arg)))
 
 
 HANDLERS: Mapping[str, Callable[[ModelBackend, Handle, int], int]] = {

@@ -17,9 +17,13 @@ from dataclasses import dataclass
 import pytest
 
 from harness.abi.errnos import describe
+from harness.abi.exits import Exit
 from harness.abi.fdkind import FdKind
+from harness.abi.guest_programs import PROGRAMS
 from harness.cases.case import Case, hexv
+from harness.host import guest
 from harness.host.fds import KvmFd, Vm, ioctl_label, open_kind
+from harness.host.guest import set_test_slot
 from harness.host.usermem import Region
 from harness.rules import Expect, absent_ioctl, bad_pointer
 from harness.session.target import Target
@@ -87,6 +91,11 @@ class _Port:
 
     def vm_call(self, name: str, values: Mapping[str, int]) -> int:
         return self.vm.struct_call(name, values)[0]
+
+    def guest_exits(self, program: str, host_data: int) -> list[Exit]:
+        with ExitStack() as stack:
+            set_test_slot(stack, self.vm, "shared", host_data)
+            return guest.run(guest.boot(stack, self.t.kvm, self.vm, PROGRAMS[program]))
 
 
 @contextmanager

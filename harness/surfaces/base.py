@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from harness.abi.exits import Exit
 from harness.abi.facts import Ioctl, Struct
 from harness.abi.fdkind import FdKind
 from harness.cases.case import Case
@@ -56,6 +57,10 @@ class Port(Protocol):
 
     def vm_call(self, name: str, values: Mapping[str, int]) -> int:
         """Another struct ioctl on the case's VM fd: result or -errno."""
+
+    def guest_exits(self, program: str, host_data: int) -> list[Exit]:
+        """The exits of a guest program on a new vCPU of the case's VM, with the test slot
+        as plain memory holding `host_data`."""
 
 
 @dataclass(frozen=True)

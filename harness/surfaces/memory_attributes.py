@@ -7,8 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from harness.abi.fdkind import FdKind
+from harness.abi.guest_programs import HOST_PATTERN, PROGRAMS, TEST_GPA
 from harness.rules import Expect, MemoryAttributesInput, set_memory_attributes
-from harness.surfaces.base import Ctx, Surface
+from harness.rules.guest import Page, attributes_after, guest_run, mismatch
+from harness.surfaces.base import Ctx, Port, Surface
+
+NO_TRACE_TAG = "guest-sees-no-trace"  # the effect table's cases (harness.surfaces.guest)
 
 HUGE = 1 << 30  # attributes over more than 1 GiB make a real kernel allocate
 
@@ -37,6 +41,25 @@ class MemoryAttributes(Surface):
                 file_size=ctx.env.gmem_size if ctx.case.fd == FdKind.GUEST_MEMFD else None,
             )
         )
+
+    def after(self, ctx: Ctx, port: Port, values: Mapping[str, int], result: int) -> str | None:
+        return self.guest_sees(ctx, port, values, accepted=True)
+
+    def leftover(self, ctx: Ctx, port: Port, values: Mapping[str, int]) -> str | None:
+        return self.guest_sees(ctx, port, values, accepted=False)
+
+    def guest_sees(self, ctx: Ctx, port: Port, values: Mapping[str, int], accepted: bool) -> str | None:
+        """For the effect table's cases: a guest load of the test page gives the exits the
+        attributes after the call make (unchanged after a rejected call)."""
+        if ctx.case.tag != NO_TRACE_TAG:
+            return None
+        private_flag = ctx.plan.facts.constants["KVM_MEMORY_ATTRIBUTE_PRIVATE"]
+        private = attributes_after(accepted, values["address"], values["size"], values["attributes"], TEST_GPA, private_flag)
+        expected = guest_run(PROGRAMS["load-test"].steps, {TEST_GPA: Page(True, private=private, data=HOST_PATTERN)},
+                             ctx.plan.page, ctx.plan.facts.constants["KVM_MEMORY_EXIT_FLAG_PRIVATE"], 0)
+        wrong = mismatch(expected, port.guest_exits("load-test", HOST_PATTERN))
+        state = "PRIVATE" if private else "shared"
+        return f"a guest load of GPA 0x{TEST_GPA:x} ({state} by the rules), {wrong}" if wrong else None
 
 
 def supported_attributes(ctx: Ctx, fd: FdKind) -> int:

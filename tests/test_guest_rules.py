@@ -1,0 +1,74 @@
+"""The guest's pure pieces: programs recognised by their bytes, the long-mode setup as the
+selftests have it, kvm_run decoded by name, and the exit rules walking a program."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from harness.abi.exits import decode, run_fields
+from harness.abi.guest_programs import GDT_GPA, MMIO_GPA, MMIO_REPLY, PROGRAMS, SEL_CODE, TEST_GPA, memory_image, program_at, sregs
+from harness.abi.linux import PAGE_SIZE
+from harness.abi.profile import load_profile
+from harness.rules.guest import Page, guest_run, mismatch, slot_page
+
+FACTS = load_profile("released")
+PRIVATE = FACTS.const("KVM_MEMORY_EXIT_FLAG_PRIVATE")
+
+
+def kvm_run(values: dict[str, int]) -> bytes:
+    """A kvm_run page with `values` at the profile's offsets."""
+    where = run_fields(FACTS)
+    buf = bytearray(FACTS.structs["kvm_run"].size)
+    for label, value in values.items():
+        offset, size = where[label]
+        buf[offset : offset + size] = value.to_bytes(size, "little")
+    return bytes(buf)
+
+
+def test_programs_are_recognised_by_their_bytes() -> None:
+    for program in PROGRAMS.values():
+        assert program_at(program.code + bytes(8)) is program, program.name
+    assert program_at(bytes.fromhex("90 90 f4")) is None
+
+
+def test_setup_is_the_selftests() -> None:
+    """GDT descriptors as vcpu_init_sregs() makes them; every sregs field is kvm_sregs's."""
+    gdt = memory_image()[GDT_GPA + SEL_CODE]
+    assert [gdt[i : i + 8][::-1].hex() for i in range(0, 16, 8)] == ["00af9b000000ffff", "008f93000000ffff"]
+    labels = {w.label for w in FACTS.structs["kvm_sregs"].words()}
+    assert set(sregs()) <= labels
+
+
+def test_decode_names_the_exit() -> None:
+    mmio = {"exit_reason": FACTS.const("KVM_EXIT_MMIO"), "mmio.phys_addr": MMIO_GPA, "mmio.len": 4, "mmio.is_write": 1,
+            "mmio.data[0]": 0x44, "mmio.data[1]": 0x33}
+    seen = decode(FACTS, kvm_run(mmio), 0)
+    assert str(seen) == "KVM_EXIT_MMIO phys_addr=0x10000000 len=4 is_write=1 data=0x3344"
+    fault = {"exit_reason": FACTS.const("KVM_EXIT_MEMORY_FAULT"), "memory_fault.flags": PRIVATE | 1 << 40,
+             "memory_fault.gpa": PAGE_SIZE, "memory_fault.size": PAGE_SIZE}
+    assert "(KVM_MEMORY_EXIT_FLAG_PRIVATE|0x10000000000)" in str(decode(FACTS, kvm_run(fault), -errno.EFAULT))
+    assert str(decode(FACTS, kvm_run({"exit_reason": 200}), 0)).startswith("exit reason 200 (unnamed in profile released)")
+
+
+@pytest.mark.parametrize("memory", ["none", "private", "shared"])
+def test_load_exits(memory: str) -> None:
+    """No slot: MMIO, then the reply goes out; private without guest_memfd: one memory fault; shared: the data."""
+    steps = PROGRAMS["load-test"].steps
+    run = guest_run(steps, {TEST_GPA: slot_page(memory, 7)}, PAGE_SIZE, PRIVATE, MMIO_REPLY)
+    reasons = [e.reason for e in run.exits]
+    data = {"none": MMIO_REPLY, "shared": 7}
+    if memory == "private":
+        assert reasons == ["KVM_EXIT_MEMORY_FAULT"] and run.exits[0].errno == errno.EFAULT and run.memory == ()
+    else:
+        assert reasons[-2:] == ["KVM_EXIT_IO", "KVM_EXIT_HLT"] and dict(run.exits[-2].fields)["io.data"] == data[memory]
+        assert (memory == "none") == (reasons[0] == "KVM_EXIT_MMIO")
+
+
+def test_mismatch_says_which_exit() -> None:
+    run = guest_run(PROGRAMS["store-test"].steps, {TEST_GPA: Page(True)}, PAGE_SIZE, PRIVATE, MMIO_REPLY)
+    hlt = decode(FACTS, kvm_run({"exit_reason": FACTS.const("KVM_EXIT_HLT")}), 0)
+    assert mismatch(run, [hlt]) is None
+    assert mismatch(run, []) == "exit 1 of 1: expected KVM_EXIT_HLT, got no further exit"
+    assert mismatch(run, [hlt, hlt]) == "exit 2: expected none, got KVM_EXIT_HLT"
