@@ -28,3 +28,9 @@ def test_memslot_range(target: Target, case: Case) -> None:
 @pytest.mark.cases("fallocate_ranges")
 def test_fallocate_range(target: Target, case: Case) -> None:
     verdict(target, run_file_case(target, case))
+
+
+@pytest.mark.cases("pre_fault_ranges")
+def test_pre_fault_range(target: Target, case: Case) -> None:
+    """Inside, across and outside the vCPU's memslot; the range left is written back."""
+    verdict(target, run_ioctl_case(target, case))

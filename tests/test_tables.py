@@ -30,7 +30,7 @@ SUITES = ROOT / "suites"
 MODULES = ("test_sizing.py", "test_reserved.py", "test_alignment.py", "test_caps.py", "test_parity.py")
 FILE_SURFACE = r"guest_memfd (?:fstat|fallocate|mmap|read|write|pread|pwrite)"
 SURFACE = re.compile(rf"^(?:KVM_[A-Z0-9_]+|{FILE_SURFACE})$")
-FD = re.compile(r"^(?:kvm|vm\d+|gmem@vm\d+)$")
+FD = re.compile(r"^(?:kvm|vm\d+|vcpu0@vm\d+|gmem@vm\d+)$")
 SEGMENT = re.compile(
     r"^(?:[a-z_][a-z0-9_]*(?:\[\d+\])?=(?:\d|0x[0-9a-f]+|[A-Za-z][A-Za-z0-9_-]*)"  # field=value, knob=value
     r"|_IO(?:W|R|WR)?-size-\d+"  # another number with the same nr

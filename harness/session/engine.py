@@ -24,7 +24,7 @@ from harness.host.usermem import Region
 from harness.rules import Expect, absent_ioctl, bad_pointer
 from harness.session.target import Target
 from harness.surfaces import registry
-from harness.surfaces.base import CaseEnv, Ctx, Surface
+from harness.surfaces.base import SLOT_GPA, CaseEnv, Ctx, Surface
 
 GMEM_PAGES = 4  # size of the guest_memfd a case binds or sends attributes through
 
@@ -75,6 +75,10 @@ class _Port:
 
     def __init__(self, t: Target, vm: Vm) -> None:
         self.t, self.vm = t, vm
+        self.left: dict[str, int] | None = None  # the case's struct after the call
+
+    def struct_left(self) -> dict[str, int] | None:
+        return self.left
 
     def st_size(self, fd: int) -> int | str:
         try:
@@ -103,6 +107,12 @@ def environment(t: Target, case: Case, surface: Surface) -> Iterator[tuple[Vm, K
             binding = case.knob("binding")
             if binding is not None:
                 env.bind_fd, env.bind_size = bind_fd(t, stack, vm, str(binding), case)
+        if surface.memslot_pages:
+            env.slot_gpa, env.slot_size = SLOT_GPA, surface.memslot_pages * t.page
+            memory = stack.enter_context(t.backend.memory.at_guard(bytes(env.slot_size)))
+            r, _ = vm.struct_call("KVM_SET_USER_MEMORY_REGION2", {
+                "slot": 0, "guest_phys_addr": env.slot_gpa, "memory_size": env.slot_size, "userspace_addr": memory.addr})
+            assert r == 0, f"KVM_SET_USER_MEMORY_REGION2 of {env.slot_size} bytes at {env.slot_gpa:#x} on {vm.label} failed: {describe(r)}"
         yield vm, fd, env
 
 
@@ -184,6 +194,8 @@ def run_ioctl_case(t: Target, case: Case) -> Outcome:
                 expect = bad_pointer(io.name, "the struct's last byte in a PROT_NONE page")
             else:
                 expect = surface.expect(ctx, values)
+                # the struct as the call left it, for a surface whose rule says what is written back
+                port.left = struct.unpack(region.read()[: struct.size]) if region is not None else None
             diff = region.diff() if region is not None else None
             trace = surface.after(ctx, port, values, result) if result >= 0 else None
         if result < 0:

@@ -21,6 +21,7 @@ from harness.cases.plan import Plan
 from harness.rules import Expect
 
 # Area tables that any surface can take part in; each is generated in harness.cases.tables.
+SLOT_GPA = 1 << 20  # where a surface's memslot starts: guest memory below it is not in a slot
 GENERIC_TABLES = ("reserved_words", "flag_bits", "sizing", "existence", "property", "absent_on_fd")
 
 
@@ -41,6 +42,8 @@ class CaseEnv:
     uaddr: int = 0  # user memory for a memslot
     bind_fd: int = -1  # the fd a binding case passes as `guest_memfd`
     bind_size: int = 0
+    slot_gpa: int = 0  # the memslot a surface with `memslot_pages` has: its guest physical range
+    slot_size: int = 0
 
 
 class Port(Protocol):
@@ -53,6 +56,9 @@ class Port(Protocol):
 
     def vm_call(self, name: str, values: Mapping[str, int]) -> int:
         """Another struct ioctl on the case's VM fd: result or -errno."""
+
+    def struct_left(self) -> Mapping[str, int] | None:
+        """The case's struct as the kernel left it after the call (None: it had no struct in memory)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Surface:
     bit_words: tuple[str, ...] = ("flags",)  # words that are sets of bits: every bit is tried
     needs: tuple[Need, ...] = ()
     user_memory: bool = False  # a memslot: two pages of user memory behind a guard page
+    memslot_pages: int = 0  # a memslot of this many pages of user memory at SLOT_GPA, made before the call
     fd_words: frozenset[str] = frozenset()  # words that hold an fd number: the environment's, never drawn
     drawn_knobs: tuple[tuple[tuple[str, str], ...], ...] = ((),)  # setups a property case draws from (weights by repetition)
 
