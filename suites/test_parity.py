@@ -10,7 +10,7 @@ import pytest
 
 from harness.abi.errnos import describe
 from harness.abi.fdkind import FdKind
-from harness.rules import GUEST_MEMFD_ONLY_CLAUSES
+from harness.rules import GUEST_MEMFD_ONLY_CLAUSES, V1_FLAGS
 from harness.session.engine import Case, run_ioctl_case, run_null_case, verdict
 from harness.session.target import Target
 
@@ -44,3 +44,22 @@ def test_same_answer_on_both_fds(target: Target, case: Case) -> None:
 def test_ioctl_absent_on_fd(target: Target, case: Case) -> None:
     """An ioctl answers ENOTTY on a kind of fd the revision does not give it."""
     verdict(target, run_null_case(target, case))
+
+
+@pytest.mark.cases("memslot_versions")
+def test_v1_answers_as_v2(target: Target, case: Case) -> None:
+    """KVM_SET_USER_MEMORY_REGION and KVM_SET_USER_MEMORY_REGION2 answer each row of
+    the fields they share alike, except v1's own flags check. Both are always reported."""
+    v1 = run_ioctl_case(target, case)
+    v2 = run_ioctl_case(target, replace(case, surface="KVM_SET_USER_MEMORY_REGION2"))
+    problems = []
+    for outcome in (v1, v2):
+        try:
+            verdict(target, outcome)
+        except pytest.fail.Exception as e:
+            problems.append(str(e))
+    if _errno(v1.result) != _errno(v2.result) and v1.expect.clause != V1_FLAGS:
+        problems.append(f"{case.id}: {v1.label} answered {describe(v1.result)} but {v2.label} {describe(v2.result)} "
+                        f"on {v1.fd_label}, and '{v1.expect.clause}' is not v1's own flags check")
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)

@@ -46,7 +46,7 @@ from harness.abi.linux import (
 )
 from harness.host.backend import KernelBackend
 from harness.host.usermem import LocalMemory
-from harness.model import prefault, vcpu
+from harness.model import memslot1, prefault, vcpu
 from harness.model.deviation import FAITHFUL, Deviation
 from harness.model.state import GmemState, Handle, Slot, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
@@ -65,7 +65,7 @@ FEATURE_CAPS = frozenset({"KVM_CAP_CHECK_EXTENSION_VM", "KVM_CAP_MEMORY_FAULT_IN
 CONVERSION_FLAGS = ("KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE",)
 
 
-FAMILIES = (vcpu, prefault)
+FAMILIES = (vcpu, prefault, memslot1)
 
 
 class Refused(Exception):
@@ -283,8 +283,10 @@ class ModelBackend:
         """KVM_SET_USER_MEMORY_REGION2 in kvm_set_memory_region()'s order, then the
         guest_memfd binding (kvm_gmem_prepare/commit_memory_region)."""
         name, fd = "KVM_SET_USER_MEMORY_REGION2", handle.kind
-        vm = self.vm_of(handle)
-        v = self.copy_in(name, arg, fd)
+        return self.memslot(name, fd, self.vm_of(handle), self.copy_in(name, arg, fd))
+
+    def memslot(self, name: str, fd: str, vm: VmState, v: dict[str, int]) -> int:
+        """A memslot call with its struct copied in (as v2); a mutant may keep a rejected slot."""
         try:
             return self._set_memory_region(name, fd, vm, v)
         except Refused:

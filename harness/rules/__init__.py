@@ -235,6 +235,22 @@ def set_user_memory_region2(m: MemslotInput) -> Expect:
     return Expect(0, rule, "a valid slot → 0")
 
 
+# the one clause by which v1 answers otherwise than v2 on the fields they share
+V1_FLAGS = "flags other than LOG_DIRTY_PAGES and READONLY (v1) → EINVAL"
+
+
+def set_user_memory_region(m: MemslotInput) -> Expect:
+    """KVM_SET_USER_MEMORY_REGION (v1): "flags other than KVM_MEM_LOG_DIRTY_PAGES and
+    KVM_MEM_READONLY → EINVAL" before anything else (kvm_main.c:5255-5258, so
+    KVM_MEM_GUEST_MEMFD is refused), then as KVM_SET_USER_MEMORY_REGION2 on a v2 struct
+    whose other fields are zero (the fields the two share answer alike)."""
+    rule = "KVM_SET_USER_MEMORY_REGION rules"
+    if m.get("flags") & ~(m.flag_bits["KVM_MEM_LOG_DIRTY_PAGES"] | m.flag_bits["KVM_MEM_READONLY"]):
+        return Expect(errno.EINVAL, rule, V1_FLAGS)
+    v2 = set_user_memory_region2(m)
+    return Expect(v2.errno, rule, v2.clause)
+
+
 def _vfs_refuses_mode(mode: int) -> bool:
     """vfs_fallocate(): unknown bits, more than one exclusive mode, PUNCH_HOLE without
     KEEP_SIZE, or COLLAPSE/INSERT/WRITE_ZEROES with it."""
