@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from harness.abi.fdkind import SYSTEM_LABEL, FdKind
-from harness.rules import create_vm
+from harness.rules import Expect, absent_ioctl, create_vm
+from harness.rules.vcpus import create_vcpu
 from harness.session.engine import Case, Outcome, run_ioctl_case, run_null_case, verdict
 from harness.session.target import Target
 
@@ -74,4 +75,50 @@ def test_advertised_bit_accepted(target: Target, case: Case) -> None:
 def test_ioctl_exists_iff_cap(target: Target, case: Case) -> None:
     """Non-zero announcing cap on /dev/kvm ⇔ the ioctl exists on that fd (not ENOTTY)."""
     outcome: Outcome = run_null_case(target, case)
+    verdict(target, outcome)
+
+
+@pytest.mark.cases("vcpu_ids")
+def test_create_vcpu_id(target: Target, case: Case) -> None:
+    """KVM_CREATE_VCPU gives a new vCPU fd for an id below KVM_CAP_MAX_VCPU_ID, once."""
+    vcpu_id = dict(case.values)["id"]
+    target.require_vm(case.vm_type)
+    max_id = target.require_cap("KVM_CAP_MAX_VCPU_ID", case.vm_type)
+    taken = case.knob("taken") is not None
+    with target.vm(case.vm_type) as vm:
+        if taken:
+            target.backend.close(vm.checked("KVM_CREATE_VCPU", vcpu_id))
+        result = vm.call("KVM_CREATE_VCPU", vcpu_id)
+        trace = None
+        if result >= 0:
+            try:
+                target.backend.fstat(result)
+            except OSError as e:
+                trace = f"KVM_CREATE_VCPU returned {result}, which is not an open fd: {e.strerror}"
+            else:
+                target.backend.close(result)
+        outcome = Outcome(case, "KVM_CREATE_VCPU", vm.label, {"id": vcpu_id, "KVM_CAP_MAX_VCPU_ID": max_id},
+                          create_vcpu(vcpu_id, max_id, taken), result, trace=trace)
+    verdict(target, outcome)
+
+
+@pytest.mark.cases("vcpu_caps")
+def test_check_extension_on_vcpu(target: Target, case: Case) -> None:
+    """KVM_CHECK_EXTENSION is a system and VM ioctl (api.rst 4.4): on a vCPU fd it answers
+    the VM's value where the ABI facts give it that fd, and is absent otherwise."""
+    cap = str(case.knob("cap"))
+    number = target.facts.cap_number(cap, model=target.model)
+    if number is None:
+        pytest.skip(f"{cap} has no number in {target.facts.source}")
+    target.require_vm(case.vm_type)
+    io = target.facts.ioctls["KVM_CHECK_EXTENSION"]
+    with target.vm(case.vm_type) as vm, vm.create_vcpu(0, target.kvm.vcpu_mmap_size()) as vcpu:
+        result = vcpu.check_extension(number)
+        if FdKind.VCPU in io.fds:
+            value = target.caps.at(cap, case.vm_type) or 0
+            expect = Expect(0, "KVM_CHECK_EXTENSION at vCPU scope", f"{cap} on a vCPU is {value}, as on its VM")
+            trace = None if result == value or result < 0 else f"{cap} is {result} on {vcpu.label} but {value} on its VM"
+        else:
+            expect, trace = absent_ioctl(f"KVM_CHECK_EXTENSION({cap})", vcpu.label, FdKind.VCPU), None
+        outcome = Outcome(case, "KVM_CHECK_EXTENSION", vcpu.label, {"cap": number}, expect, result, trace=trace)
     verdict(target, outcome)

@@ -162,8 +162,9 @@ class ModelBackend:
             return self.kernel.ioctl(fd, request, arg)
         name = self.numbers.get(request & 0xFFFFFFFF)
         if name is None or name not in self.handlers or not self.exists(name, handle.kind):
-            # kvm_dev_ioctl's x86 default is -EINVAL; a VM's and a guest_memfd's is -ENOTTY
-            return -errno.EINVAL if handle.kind == FdKind.SYSTEM else -errno.ENOTTY
+            # kvm_dev_ioctl's and kvm_vcpu_ioctl's x86 default is -EINVAL; a VM's and a guest_memfd's is -ENOTTY
+            code = errno.EINVAL if handle.kind in (FdKind.SYSTEM, FdKind.VCPU) else errno.ENOTTY
+            return -self.dev.errno_for("ioctl.unknown", handle.kind, code)
         try:
             result = self.handlers[name](handle, arg & U64)
         except Refused as r:

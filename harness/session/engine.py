@@ -187,7 +187,7 @@ def run_ioctl_case(t: Target, case: Case) -> Outcome:
             addr = region.addr if region is not None else (place if isinstance(place, int) else 0)
             result = fd.raw(number, addr)
             if case.number is not None:
-                expect = absent_ioctl(label, case.where)
+                expect = absent_ioctl(label, case.where, case.fd)
             elif case.placement in ("null", "unmapped"):
                 expect = bad_pointer(io.name, f"a {case.placement} pointer")
             elif case.placement == "overhang":
@@ -245,7 +245,7 @@ def run_null_case(t: Target, case: Case) -> Outcome:
     with ExitStack() as stack:
         _, fd = open_kind(stack, t.kvm, case.fd, case.vm_type, GMEM_PAGES * t.page)
         result = fd.raw(io.number, 0)
-    expect = bad_pointer(io.name, "a NULL pointer") if exists else absent_ioctl(io.name, case.where)
+    expect = bad_pointer(io.name, "a NULL pointer") if exists else absent_ioctl(io.name, case.where, case.fd)
     if cap is not None and case.fd in io.fds:
         expect = Expect(expect.errno, f"{cap} on /dev/kvm", f"{cap} is {t.cap(cap, None)}: {expect.clause}")
     return Outcome(case, io.name, case.where, {}, expect, result)

@@ -11,17 +11,17 @@ from types import ModuleType
 from harness.abi.facts import AbiFacts
 from harness.cases.case import Case
 from harness.cases.plan import Plan
-from harness.surfaces import guest_memfd, memory_attributes, memslots, prefault
+from harness.surfaces import create_vcpu, guest_memfd, memory_attributes, memslots, prefault
 from harness.surfaces.base import FileCall, Surface
 
-# one module per family; each declares SURFACES, and may declare FILE_CALLS and TABLES
-FAMILIES: tuple[ModuleType, ...] = (memory_attributes, guest_memfd, memslots, prefault)
+# one module per family; each declares SURFACES, and may declare FILE_CALLS, TABLES and OTHER_RULES
+FAMILIES: tuple[ModuleType, ...] = (memory_attributes, guest_memfd, memslots, prefault, create_vcpu)
 SURFACES: tuple[Surface, ...] = tuple(s for m in FAMILIES for s in m.SURFACES)
 FILE_CALLS: tuple[FileCall, ...] = tuple(c for m in FAMILIES for c in getattr(m, "FILE_CALLS", ()))
 # Rules of calls that take no struct (the dispatch rules hold for every surface).
 OTHER_RULES: dict[str, str] = {
     "create_vm": "KVM_CREATE_VM: only types in KVM_CAP_VM_TYPES",
-    "absent_ioctl": "the whole number dispatches: another size, direction or fd kind → ENOTTY",
+    "absent_ioctl": "the whole number dispatches: another size, direction or fd kind → ENOTTY (EINVAL on /dev/kvm and a vCPU)",
     "bad_pointer": "a NULL, unmapped or partly unreadable struct → EFAULT",
 }
 _BY_NAME = {s.name: s for s in SURFACES}
@@ -64,4 +64,6 @@ def rules() -> dict[str, str]:
     out = {s.rule: s.rule_doc for s in SURFACES}
     out.update({c.rule: c.rule_doc for c in FILE_CALLS})
     out.update(OTHER_RULES)
+    for module in FAMILIES:
+        out.update(getattr(module, "OTHER_RULES", {}))
     return out
