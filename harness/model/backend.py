@@ -46,7 +46,7 @@ from harness.abi.linux import (
 )
 from harness.host.backend import KernelBackend
 from harness.host.usermem import LocalMemory
-from harness.model import memslot1, prefault, vcpu
+from harness.model import enable_cap, memslot1, prefault, vcpu
 from harness.model.deviation import FAITHFUL, Deviation
 from harness.model.state import GmemState, Handle, Slot, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
@@ -65,7 +65,7 @@ FEATURE_CAPS = frozenset({"KVM_CAP_CHECK_EXTENSION_VM", "KVM_CAP_MEMORY_FAULT_IN
 CONVERSION_FLAGS = ("KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE",)
 
 
-FAMILIES = (vcpu, prefault, memslot1)
+FAMILIES = (vcpu, prefault, memslot1, enable_cap)
 
 
 class Refused(Exception):
@@ -224,6 +224,9 @@ class ModelBackend:
                 return self.flags(io, vm)
         if name in VALUE_CAPS:
             return VALUE_CAPS[name]
+        family_caps: dict[str, int] = {k: v for f in FAMILIES for k, v in getattr(f, "CAPS", {}).items()}
+        if name in family_caps:
+            return family_caps[name]
         return 1 if name in self.existence_caps or name in FEATURE_CAPS else 0
 
     def attributes(self, vm: VmState | None) -> int:

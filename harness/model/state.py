@@ -42,6 +42,7 @@ class VmState:
     slots: dict[int, Slot] = field(default_factory=dict)  # by slot number (as_id << 16 | id)
     attributes: Ranges = field(default_factory=Ranges)
     vcpus: set[int] = field(default_factory=set)  # vCPU ids created
+    dirty_ring: int = 0  # KVM_CAP_DIRTY_LOG_RING's size in bytes, once enabled
 
 
 @dataclass(eq=False)

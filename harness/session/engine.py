@@ -107,6 +107,8 @@ def environment(t: Target, case: Case, surface: Surface) -> Iterator[tuple[Vm, K
             binding = case.knob("binding")
             if binding is not None:
                 env.bind_fd, env.bind_size = bind_fd(t, stack, vm, str(binding), case)
+        if case.fd == FdKind.VM and case.knob("vcpu") is not None:
+            stack.enter_context(vm.create_vcpu(0, t.kvm.vcpu_mmap_size()))
         if surface.memslot_pages:
             env.slot_gpa, env.slot_size = SLOT_GPA, surface.memslot_pages * t.page
             memory = stack.enter_context(t.backend.memory.at_guard(bytes(env.slot_size)))
@@ -177,6 +179,8 @@ def run_ioctl_case(t: Target, case: Case) -> Outcome:
         if why is not None:
             pytest.skip(why)
         port = _Port(t, vm)
+        setup = surface.before(ctx, port)
+        assert setup is None, f"{case.id}: {setup}"
         values = surface.baseline(ctx)
         values.update(dict(case.values))
         place = _place(t, case, struct.pack(values))

@@ -100,6 +100,10 @@ class Surface:
         """Why this case cannot be judged here (a cap its rule reads has no value), or None."""
         return None
 
+    def before(self, ctx: Ctx, port: Port) -> str | None:
+        """State the case's VM must have before the call, made through `port`; what went wrong, or None."""
+        return None
+
     def baseline(self, ctx: Ctx) -> dict[str, int]:
         raise NotImplementedError(self.name)
 
