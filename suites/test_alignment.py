@@ -34,3 +34,10 @@ def test_fallocate_range(target: Target, case: Case) -> None:
 def test_pre_fault_range(target: Target, case: Case) -> None:
     """Inside, across and outside the vCPU's memslot; the range left is written back."""
     verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("dirty_log_cases")
+def test_dirty_log(target: Target, case: Case) -> None:
+    """A logging memslot of 130 pages: slot ids, the ring, the bitmap pointer, and CLEAR's
+    64-page alignment except at the slot's end."""
+    verdict(target, run_ioctl_case(target, case))

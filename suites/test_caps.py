@@ -4,13 +4,18 @@ announces an ioctl is non-zero exactly when the ioctl exists."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
 
+from harness.abi.errnos import describe
 from harness.abi.fdkind import SYSTEM_LABEL, FdKind
 from harness.rules import Expect, absent_ioctl, create_vm
+from harness.rules.dirty_log import reset_dirty_rings
 from harness.rules.vcpus import create_vcpu
 from harness.session.engine import Case, Outcome, run_ioctl_case, run_null_case, verdict
 from harness.session.target import Target
+from harness.surfaces.dirty_log import RING_SIZE
 
 
 def _ask(target: Target, case: Case, cap: str) -> int:
@@ -121,4 +126,23 @@ def test_check_extension_on_vcpu(target: Target, case: Case) -> None:
         else:
             expect, trace = absent_ioctl(f"KVM_CHECK_EXTENSION({cap})", vcpu.label, FdKind.VCPU), None
         outcome = Outcome(case, "KVM_CHECK_EXTENSION", vcpu.label, {"cap": number}, expect, result, trace=trace)
+    verdict(target, outcome)
+
+
+@pytest.mark.cases("reset_rings")
+def test_reset_dirty_rings(target: Target, case: Case) -> None:
+    """KVM_RESET_DIRTY_RINGS resets a VM's rings (EINVAL without one); a vCPU fd has no such ioctl."""
+    target.require_vm(case.vm_type)
+    target.require_ioctl("KVM_RESET_DIRTY_RINGS", FdKind.VM, case.vm_type)
+    arg, ring = dict(case.values).get("arg", 0), case.knob("ring") is not None
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(case.vm_type))
+        if ring:
+            cap = target.facts.cap_number("KVM_CAP_DIRTY_LOG_RING", model=target.model)
+            r, _ = vm.struct_call("KVM_ENABLE_CAP", {"cap": cap or 0, "args[0]": RING_SIZE})
+            assert r == 0, f"KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING, {RING_SIZE}) on {vm.label}: {describe(r)}"
+        fd = vm if case.fd == FdKind.VM else stack.enter_context(vm.create_vcpu(0, target.kvm.vcpu_mmap_size()))
+        result = fd.call("KVM_RESET_DIRTY_RINGS", arg)
+        expect = reset_dirty_rings(arg, ring) if case.fd == FdKind.VM else absent_ioctl("KVM_RESET_DIRTY_RINGS", fd.label, case.fd)
+        outcome = Outcome(case, "KVM_RESET_DIRTY_RINGS", fd.label, {"arg": arg}, expect, result)
     verdict(target, outcome)

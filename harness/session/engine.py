@@ -113,8 +113,11 @@ def environment(t: Target, case: Case, surface: Surface) -> Iterator[tuple[Vm, K
             env.slot_gpa, env.slot_size = SLOT_GPA, surface.memslot_pages * t.page
             memory = stack.enter_context(t.backend.memory.at_guard(bytes(env.slot_size)))
             r, _ = vm.struct_call("KVM_SET_USER_MEMORY_REGION2", {
-                "slot": 0, "guest_phys_addr": env.slot_gpa, "memory_size": env.slot_size, "userspace_addr": memory.addr})
+                "slot": 0, "flags": surface.slot_flags(case, t.facts.constants), "guest_phys_addr": env.slot_gpa,
+                "memory_size": env.slot_size, "userspace_addr": memory.addr})
             assert r == 0, f"KVM_SET_USER_MEMORY_REGION2 of {env.slot_size} bytes at {env.slot_gpa:#x} on {vm.label} failed: {describe(r)}"
+        if surface.buffer_bytes:
+            env.buffer = stack.enter_context(t.backend.memory.at_guard(bytes(surface.buffer_bytes))).addr
         yield vm, fd, env
 
 

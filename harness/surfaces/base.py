@@ -44,6 +44,7 @@ class CaseEnv:
     bind_size: int = 0
     slot_gpa: int = 0  # the memslot a surface with `memslot_pages` has: its guest physical range
     slot_size: int = 0
+    buffer: int = 0  # a buffer of the surface's `buffer_bytes` that ends at a guard page (a dirty bitmap)
 
 
 class Port(Protocol):
@@ -85,6 +86,7 @@ class Surface:
     needs: tuple[Need, ...] = ()
     user_memory: bool = False  # a memslot: two pages of user memory behind a guard page
     memslot_pages: int = 0  # a memslot of this many pages of user memory at SLOT_GPA, made before the call
+    buffer_bytes: int = 0  # a buffer of this many bytes for a pointer word, ending at a guard page
     fd_words: frozenset[str] = frozenset()  # words that hold an fd number: the environment's, never drawn
     drawn_knobs: tuple[tuple[tuple[str, str], ...], ...] = ((),)  # setups a property case draws from (weights by repetition)
 
@@ -99,6 +101,10 @@ class Surface:
     def why_not(self, ctx: Ctx) -> str | None:
         """Why this case cannot be judged here (a cap its rule reads has no value), or None."""
         return None
+
+    def slot_flags(self, case: Case, constants: Mapping[str, int]) -> int:
+        """The flags of the memslot a surface with `memslot_pages` has, for this case."""
+        return 0
 
     def before(self, ctx: Ctx, port: Port) -> str | None:
         """State the case's VM must have before the call, made through `port`; what went wrong, or None."""
