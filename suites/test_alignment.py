@@ -41,3 +41,9 @@ def test_dirty_log(target: Target, case: Case) -> None:
     """A logging memslot of 130 pages: slot ids, the ring, the bitmap pointer, and CLEAR's
     64-page alignment except at the slot's end."""
     verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("coalesced_zones")
+def test_coalesced_zone(target: Target, case: Case) -> None:
+    """pio 0 or 1; a zone of addresses: its size, the int the bus takes, no wrap."""
+    verdict(target, run_ioctl_case(target, case))

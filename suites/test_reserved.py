@@ -53,3 +53,9 @@ def test_fallocate_mode_bit(target: Target, case: Case) -> None:
 def test_enable_cap(target: Target, case: Case) -> None:
     """Each memory cap with its flags, an unused args[i] or a pad byte set, args[0] at its edges."""
     verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("ioeventfd_cases")
+def test_ioeventfd(target: Target, case: Case) -> None:
+    """len, wrap, DATAMATCH without a length, the eventfd's kinds, a collision, deassigning."""
+    verdict(target, run_ioctl_case(target, case))

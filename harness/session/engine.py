@@ -116,9 +116,21 @@ def environment(t: Target, case: Case, surface: Surface) -> Iterator[tuple[Vm, K
                 "slot": 0, "flags": surface.slot_flags(case, t.facts.constants), "guest_phys_addr": env.slot_gpa,
                 "memory_size": env.slot_size, "userspace_addr": memory.addr})
             assert r == 0, f"KVM_SET_USER_MEMORY_REGION2 of {env.slot_size} bytes at {env.slot_gpa:#x} on {vm.label} failed: {describe(r)}"
+        if surface.event_fd:
+            env.event_fd = event_fd(stack, str(case.knob("event_fd", "eventfd")))
         if surface.buffer_bytes:
             env.buffer = stack.enter_context(t.backend.memory.at_guard(bytes(surface.buffer_bytes))).addr
         yield vm, fd, env
+
+
+def event_fd(stack: ExitStack, kind: str) -> int:
+    """The fd an eventfd case passes: a new eventfd, a number closed now, or /dev/null."""
+    fd = os.eventfd(0, os.EFD_CLOEXEC) if kind == "eventfd" else os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    if kind == "closed":
+        os.close(fd)
+    else:
+        stack.callback(os.close, fd)
+    return fd
 
 
 def bind_fd(t: Target, stack: ExitStack, vm: Vm, binding: str, case: Case) -> tuple[int, int]:

@@ -44,6 +44,7 @@ class CaseEnv:
     bind_size: int = 0
     slot_gpa: int = 0  # the memslot a surface with `memslot_pages` has: its guest physical range
     slot_size: int = 0
+    event_fd: int = -1  # the fd a surface with `event_fd` passes: an eventfd, or the kind its case names
     buffer: int = 0  # a buffer of the surface's `buffer_bytes` that ends at a guard page (a dirty bitmap)
 
 
@@ -86,6 +87,7 @@ class Surface:
     needs: tuple[Need, ...] = ()
     user_memory: bool = False  # a memslot: two pages of user memory behind a guard page
     memslot_pages: int = 0  # a memslot of this many pages of user memory at SLOT_GPA, made before the call
+    event_fd: bool = False  # an eventfd (or, per the case's `event_fd` knob, a closed fd or /dev/null)
     buffer_bytes: int = 0  # a buffer of this many bytes for a pointer word, ending at a guard page
     fd_words: frozenset[str] = frozenset()  # words that hold an fd number: the environment's, never drawn
     drawn_knobs: tuple[tuple[tuple[str, str], ...], ...] = ((),)  # setups a property case draws from (weights by repetition)

@@ -11,7 +11,7 @@ from harness.surfaces.base import Surface
 
 # ids at the edges of KVM_CAP_MAX_VCPU_ID (4096 by default on x86), of KVM_CAP_MAX_VCPUS
 # (1024) and of the widths an unsigned long could be cut to
-VCPU_IDS = (0, 1, 0xFF, 0x100, 0x3FF, 0x400, 0xFFF, 0x1000, 0x1001, 1 << 31, 1 << 32, (1 << 32) + 1, U64)
+VCPU_IDS = (0, 1, 0xFF, 0x100, 0x3FF, 0x400, 0xFFF, 1 << 12, (1 << 12) + 1, 1 << 31, 1 << 32, (1 << 32) + 1, U64)
 
 
 def vcpu_ids(t: Plan) -> list[Case]:

@@ -11,11 +11,22 @@ from types import ModuleType
 from harness.abi.facts import AbiFacts
 from harness.cases.case import Case
 from harness.cases.plan import Plan
-from harness.surfaces import create_vcpu, dirty_log, enable_cap, guest_memfd, memory_attributes, memslots, prefault
+from harness.surfaces import (
+    coalesced_mmio,
+    create_vcpu,
+    dirty_log,
+    enable_cap,
+    guest_memfd,
+    ioeventfd,
+    memory_attributes,
+    memslots,
+    prefault,
+)
 from harness.surfaces.base import FileCall, Surface
 
 # one module per family; each declares SURFACES, and may declare FILE_CALLS, TABLES and OTHER_RULES
-FAMILIES: tuple[ModuleType, ...] = (memory_attributes, guest_memfd, memslots, prefault, create_vcpu, enable_cap, dirty_log)
+FAMILIES: tuple[ModuleType, ...] = (memory_attributes, guest_memfd, memslots, prefault, create_vcpu, enable_cap, dirty_log,
+                                     coalesced_mmio, ioeventfd)
 SURFACES: tuple[Surface, ...] = tuple(s for m in FAMILIES for s in m.SURFACES)
 FILE_CALLS: tuple[FileCall, ...] = tuple(c for m in FAMILIES for c in getattr(m, "FILE_CALLS", ()))
 # Rules of calls that take no struct (the dispatch rules hold for every surface).
