@@ -59,3 +59,9 @@ def test_enable_cap(target: Target, case: Case) -> None:
 def test_ioeventfd(target: Target, case: Case) -> None:
     """len, wrap, DATAMATCH without a length, the eventfd's kinds, a collision, deassigning."""
     verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("irqfd_cases")
+def test_irqfd(target: Target, case: Case) -> None:
+    """The eventfd's kinds, the irqchip, resamplefd only with RESAMPLE, one irqfd per eventfd, deassigning."""
+    verdict(target, run_ioctl_case(target, case))

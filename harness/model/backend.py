@@ -46,7 +46,7 @@ from harness.abi.linux import (
 )
 from harness.host.backend import KernelBackend
 from harness.host.usermem import LocalMemory
-from harness.model import coalesced_mmio, dirty_log, enable_cap, ioeventfd, memslot1, prefault, vcpu
+from harness.model import coalesced_mmio, dirty_log, enable_cap, ioeventfd, irqfd, memslot1, prefault, vcpu
 from harness.model.deviation import FAITHFUL, Deviation
 from harness.model.state import GmemState, Handle, Slot, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
@@ -65,7 +65,7 @@ FEATURE_CAPS = frozenset({"KVM_CAP_CHECK_EXTENSION_VM", "KVM_CAP_MEMORY_FAULT_IN
 CONVERSION_FLAGS = ("KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE",)
 
 
-FAMILIES = (vcpu, prefault, memslot1, enable_cap, dirty_log, coalesced_mmio, ioeventfd)
+FAMILIES = (vcpu, prefault, memslot1, enable_cap, dirty_log, coalesced_mmio, ioeventfd, irqfd)
 
 
 class Refused(Exception):

@@ -44,6 +44,8 @@ class VmState:
     vcpus: set[int] = field(default_factory=set)  # vCPU ids created
     dirty_ring: int = 0  # KVM_CAP_DIRTY_LOG_RING's size in bytes, once enabled
     ioeventfds: list[tuple[bool, int, int, int | None, int | None]] = field(default_factory=list)  # (pio, addr, len, match, eventfd)
+    irqchip: bool = False  # KVM_CREATE_IRQCHIP made one
+    irqfds: set[int] = field(default_factory=set)  # the eventfds (inodes) that are irqfds
     zones: list[tuple[int, int, int]] = field(default_factory=list)  # coalesced zones: (addr, size, pio)
 
 

@@ -77,6 +77,9 @@ class _Port:
         self.t, self.vm = t, vm
         self.left: dict[str, int] | None = None  # the case's struct after the call
 
+    def vm_ioctl(self, name: str, arg: int) -> int:
+        return self.vm.call(name, arg)
+
     def struct_left(self) -> dict[str, int] | None:
         return self.left
 

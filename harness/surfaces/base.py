@@ -59,6 +59,9 @@ class Port(Protocol):
     def vm_call(self, name: str, values: Mapping[str, int]) -> int:
         """Another struct ioctl on the case's VM fd: result or -errno."""
 
+    def vm_ioctl(self, name: str, arg: int) -> int:
+        """An ioctl with an integer argument on the case's VM fd: result or -errno."""
+
     def struct_left(self) -> Mapping[str, int] | None:
         """The case's struct as the kernel left it after the call (None: it had no struct in memory)."""
 

@@ -18,6 +18,7 @@ from harness.surfaces import (
     enable_cap,
     guest_memfd,
     ioeventfd,
+    irqfd,
     memory_attributes,
     memslots,
     prefault,
@@ -26,7 +27,7 @@ from harness.surfaces.base import FileCall, Surface
 
 # one module per family; each declares SURFACES, and may declare FILE_CALLS, TABLES and OTHER_RULES
 FAMILIES: tuple[ModuleType, ...] = (memory_attributes, guest_memfd, memslots, prefault, create_vcpu, enable_cap, dirty_log,
-                                     coalesced_mmio, ioeventfd)
+                                     coalesced_mmio, ioeventfd, irqfd)
 SURFACES: tuple[Surface, ...] = tuple(s for m in FAMILIES for s in m.SURFACES)
 FILE_CALLS: tuple[FileCall, ...] = tuple(c for m in FAMILIES for c in getattr(m, "FILE_CALLS", ()))
 # Rules of calls that take no struct (the dispatch rules hold for every surface).
