@@ -39,7 +39,7 @@ class Ioeventfd(Surface):
 
 
 def ioeventfd_cases(t: Plan) -> list[Case]:
-    """len, wrap, len 0 with DATAMATCH, the fd's kinds, a collision, deassigning."""
+    """len, wrap, len 0 with DATAMATCH, the fd's kinds, a collision, deassigning (with the same checks)."""
     c = t.facts.constants
     datamatch, pio, deassign = (c.get(n, 0) for n in FLAG_NAMES)
     rows: list[tuple[tuple[str, int], ...]] = [(("len", n),) for n in (0, 1, 2, 3, 5, 8, 16, U32)]
@@ -50,6 +50,10 @@ def ioeventfd_cases(t: Plan) -> list[Case]:
     cases = [Case("reserved", NAME, FdKind.VM, vt, r) for vt in t.vm_types for r in rows]
     cases += [Case("reserved", NAME, FdKind.VM, vt, knobs=k) for vt in t.vm_types for k in knobs]
     cases += [Case("reserved", NAME, FdKind.VM, vt, (("flags", deassign),), knobs=(("taken", 1),)) for vt in t.vm_types]
+    # deassigning is held to the same checks as assigning
+    undo: list[tuple[tuple[str, int], ...]] = [(("flags", deassign), ("len", 3)), (("flags", deassign | 1 << 20),),
+                                               (("flags", deassign), ("addr", U64 - 3))]
+    cases += [Case("reserved", NAME, FdKind.VM, vt, r, knobs=(("taken", 1),)) for vt in t.vm_types for r in undo]
     return cases
 
 
