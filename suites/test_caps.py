@@ -4,12 +4,18 @@ announces an ioctl is non-zero exactly when the ioctl exists."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
 
+from harness.abi.errnos import describe
 from harness.abi.fdkind import SYSTEM_LABEL, FdKind
-from harness.rules import create_vm, unknown_cap
+from harness.rules import Expect, absent_ioctl, create_vm, unknown_cap
+from harness.rules.dirty_log import reset_dirty_rings
+from harness.rules.vcpus import create_vcpu
 from harness.session.engine import Case, Outcome, run_ioctl_case, run_null_case, verdict
 from harness.session.target import Target
+from harness.surfaces.dirty_log import RING_SIZE
 
 
 def _ask(target: Target, case: Case, cap: str) -> int:
@@ -94,3 +100,68 @@ def test_cap_number_compared_whole(target: Target, case: Case) -> None:
     expect = unknown_cap(wide)
     outcome = Outcome(case, "KVM_CHECK_EXTENSION", case.where, {"cap": wide}, expect, result)
     verdict(target, outcome, lambda o: None if o.result == 0 else f"KVM_CHECK_EXTENSION(0x{wide:x}) answered {o.result}, not 0")
+
+
+@pytest.mark.cases("vcpu_ids")
+def test_create_vcpu_id(target: Target, case: Case) -> None:
+    """KVM_CREATE_VCPU gives a new vCPU fd for an id below KVM_CAP_MAX_VCPU_ID, once."""
+    vcpu_id = dict(case.values)["id"]
+    target.require_vm(case.vm_type)
+    max_id = target.require_cap("KVM_CAP_MAX_VCPU_ID", case.vm_type)
+    taken = case.knob("taken") is not None
+    with target.vm(case.vm_type) as vm:
+        if taken:
+            target.backend.close(vm.checked("KVM_CREATE_VCPU", vcpu_id))
+        result = vm.call("KVM_CREATE_VCPU", vcpu_id)
+        trace = None
+        if result >= 0:
+            try:
+                target.backend.fstat(result)
+            except OSError as e:
+                trace = f"KVM_CREATE_VCPU returned {result}, which is not an open fd: {e.strerror}"
+            else:
+                target.backend.close(result)
+        outcome = Outcome(case, "KVM_CREATE_VCPU", vm.label, {"id": vcpu_id, "KVM_CAP_MAX_VCPU_ID": max_id},
+                          create_vcpu(vcpu_id, max_id, taken), result, trace=trace)
+    verdict(target, outcome)
+
+
+@pytest.mark.cases("vcpu_caps")
+def test_check_extension_on_vcpu(target: Target, case: Case) -> None:
+    """KVM_CHECK_EXTENSION is a system and VM ioctl (api.rst 4.4): on a vCPU fd it answers
+    the VM's value where the ABI facts give it that fd, and is absent otherwise."""
+    cap = str(case.knob("cap"))
+    number = target.facts.cap_number(cap, model=target.model)
+    if number is None:
+        pytest.skip(f"{cap} has no number in {target.facts.source}")
+    target.require_vm(case.vm_type)
+    io = target.facts.ioctls["KVM_CHECK_EXTENSION"]
+    with target.vm(case.vm_type) as vm, vm.create_vcpu(0, target.kvm.vcpu_mmap_size()) as vcpu:
+        result = vcpu.check_extension(number)
+        if FdKind.VCPU in io.fds:
+            value = target.caps.at(cap, case.vm_type) or 0
+            expect = Expect(0, "KVM_CHECK_EXTENSION at vCPU scope", f"{cap} on a vCPU is {value}, as on its VM")
+            trace = None if result == value or result < 0 else f"{cap} is {result} on {vcpu.label} but {value} on its VM"
+        else:
+            expect, trace = absent_ioctl(f"KVM_CHECK_EXTENSION({cap})", vcpu.label, FdKind.VCPU), None
+        outcome = Outcome(case, "KVM_CHECK_EXTENSION", vcpu.label, {"cap": number}, expect, result, trace=trace)
+    verdict(target, outcome)
+
+
+@pytest.mark.cases("reset_rings")
+def test_reset_dirty_rings(target: Target, case: Case) -> None:
+    """KVM_RESET_DIRTY_RINGS resets a VM's rings (EINVAL without one); a vCPU fd has no such ioctl."""
+    target.require_vm(case.vm_type)
+    target.require_ioctl("KVM_RESET_DIRTY_RINGS", FdKind.VM, case.vm_type)
+    arg, ring = dict(case.values).get("arg", 0), case.knob("ring") is not None
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(case.vm_type))
+        if ring:
+            cap = target.facts.cap_number("KVM_CAP_DIRTY_LOG_RING", model=target.model)
+            r, _ = vm.struct_call("KVM_ENABLE_CAP", {"cap": cap or 0, "args[0]": RING_SIZE})
+            assert r == 0, f"KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING, {RING_SIZE}) on {vm.label}: {describe(r)}"
+        fd = vm if case.fd == FdKind.VM else stack.enter_context(vm.create_vcpu(0, target.kvm.vcpu_mmap_size()))
+        result = fd.call("KVM_RESET_DIRTY_RINGS", arg)
+        expect = reset_dirty_rings(arg, ring) if case.fd == FdKind.VM else absent_ioctl("KVM_RESET_DIRTY_RINGS", fd.label, case.fd)
+        outcome = Outcome(case, "KVM_RESET_DIRTY_RINGS", fd.label, {"arg": arg}, expect, result)
+    verdict(target, outcome)

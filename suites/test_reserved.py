@@ -47,3 +47,21 @@ def test_rejected_call_leaves_no_trace(target: Target, case: Case) -> None:
 def test_fallocate_mode_bit(target: Target, case: Case) -> None:
     """Each fallocate mode bit: only KEEP_SIZE and KEEP_SIZE | PUNCH_HOLE are accepted."""
     verdict(target, run_file_case(target, case))
+
+
+@pytest.mark.cases("enable_cap_args")
+def test_enable_cap(target: Target, case: Case) -> None:
+    """Each memory cap with its flags, an unused args[i] or a pad byte set, args[0] at its edges."""
+    verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("ioeventfd_cases")
+def test_ioeventfd(target: Target, case: Case) -> None:
+    """len, wrap, DATAMATCH without a length, the eventfd's kinds, a collision, deassigning."""
+    verdict(target, run_ioctl_case(target, case))
+
+
+@pytest.mark.cases("irqfd_cases")
+def test_irqfd(target: Target, case: Case) -> None:
+    """The eventfd's kinds, the irqchip, resamplefd only with RESAMPLE, one irqfd per eventfd, deassigning."""
+    verdict(target, run_ioctl_case(target, case))

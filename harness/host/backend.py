@@ -65,6 +65,8 @@ class Backend(Protocol):
     def ftruncate(self, fd: int, length: int) -> int: ...
     def fchmod(self, fd: int, mode: int) -> int: ...
     def fcntl(self, fd: int, cmd: int, arg: int) -> int: ...
+    def eventfd(self) -> int:
+        """A new eventfd (counter 0, close-on-exec), for the ioctls that take one."""
     @property
     def memory(self) -> UserMemory:
         """Where structs and buffers for this backend's calls are placed."""
@@ -141,6 +143,9 @@ class KernelBackend:
 
     def fcntl(self, fd: int, cmd: int, arg: int) -> int:
         return _ret(_fcntl(fd, cmd, arg))
+
+    def eventfd(self) -> int:
+        return os.eventfd(0, os.EFD_CLOEXEC)
 
 
 __all__ = ["Backend", "KernelBackend", "describe", "errno_name"]

@@ -51,7 +51,7 @@ from harness.abi.linux import (
 )
 from harness.host.backend import KernelBackend
 from harness.host.usermem import LocalMemory
-from harness.model import guest, vcpu
+from harness.model import coalesced_mmio, dirty_log, enable_cap, guest, ioeventfd, irqfd, memslot1, prefault, vcpu
 from harness.model.deviation import FAITHFUL, Deviation
 from harness.model.state import GmemState, Handle, Slot, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
@@ -70,7 +70,7 @@ FEATURE_CAPS = frozenset({"KVM_CAP_CHECK_EXTENSION_VM", "KVM_CAP_MEMORY_FAULT_IN
 CONVERSION_FLAGS = ("KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE",)
 
 
-FAMILIES = (vcpu, guest)
+FAMILIES = (vcpu, guest, prefault, memslot1, enable_cap, dirty_log, coalesced_mmio, ioeventfd, irqfd)
 
 
 class Refused(Exception):
@@ -177,8 +177,9 @@ class ModelBackend:
             return 0 if copy_to_user(arg, handle.gmem.size.to_bytes(4, "little", signed=True)) else -errno.EFAULT
         name = self.numbers.get(request & 0xFFFFFFFF)
         if name is None or name not in self.handlers or not self.exists(name, handle.kind):
-            # kvm_dev_ioctl's x86 default is -EINVAL; a VM's and a guest_memfd's is -ENOTTY
-            return -errno.EINVAL if handle.kind == FdKind.SYSTEM else -errno.ENOTTY
+            # kvm_dev_ioctl's and kvm_vcpu_ioctl's x86 default is -EINVAL; a VM's and a guest_memfd's is -ENOTTY
+            code = errno.EINVAL if handle.kind in (FdKind.SYSTEM, FdKind.VCPU) else errno.ENOTTY
+            return -self.dev.errno_for("ioctl.unknown", handle.kind, code)
         try:
             result = self.handlers[name](handle, arg & U64)
         except Refused as r:
@@ -238,6 +239,9 @@ class ModelBackend:
                 return self.flags(io, vm)
         if name in VALUE_CAPS:
             return VALUE_CAPS[name]
+        family_caps: dict[str, int] = {k: v for f in FAMILIES for k, v in getattr(f, "CAPS", {}).items()}
+        if name in family_caps:
+            return family_caps[name]
         return 1 if name in self.existence_caps or name in FEATURE_CAPS else 0
 
     def attributes(self, vm: VmState | None) -> int:
@@ -299,8 +303,10 @@ class ModelBackend:
         """KVM_SET_USER_MEMORY_REGION2 in kvm_set_memory_region()'s order, then the
         guest_memfd binding (kvm_gmem_prepare/commit_memory_region)."""
         name, fd = "KVM_SET_USER_MEMORY_REGION2", handle.kind
-        vm = self.vm_of(handle)
-        v = self.copy_in(name, arg, fd)
+        return self.memslot(name, fd, self.vm_of(handle), self.copy_in(name, arg, fd))
+
+    def memslot(self, name: str, fd: str, vm: VmState, v: dict[str, int]) -> int:
+        """A memslot call with its struct copied in (as v2); a mutant may keep a rejected slot."""
         try:
             return self._set_memory_region(name, fd, vm, v)
         except Refused:
@@ -471,6 +477,10 @@ class ModelBackend:
         if self.gmem(fd) is None:
             return self.kernel.fchmod(fd, mode)
         return self._file_call("fchmod", errno.EINVAL)
+
+    def eventfd(self) -> int:
+        """A real eventfd: the model's irqfd and ioeventfd take this process's fds."""
+        return self.kernel.eventfd()
 
     def fcntl(self, fd: int, cmd: int, arg: int) -> int:
         """The model's fds are real: their fd flags are the ones open_handle gave them."""

@@ -48,6 +48,11 @@ class VmState:
     slots: dict[int, Slot] = field(default_factory=dict)  # by slot number (as_id << 16 | id)
     attributes: Ranges = field(default_factory=Ranges)
     vcpus: set[int] = field(default_factory=set)  # vCPU ids created
+    dirty_ring: int = 0  # KVM_CAP_DIRTY_LOG_RING's size in bytes, once enabled
+    ioeventfds: list[tuple[bool, int, int, int | None, int | None]] = field(default_factory=list)  # (pio, addr, len, match, eventfd)
+    irqchip: bool = False  # KVM_CREATE_IRQCHIP made one
+    irqfds: set[int] = field(default_factory=set)  # the eventfds (inodes) that are irqfds
+    zones: list[tuple[int, int, int]] = field(default_factory=list)  # coalesced zones: (addr, size, pio)
 
 
 @dataclass(eq=False)

@@ -285,6 +285,9 @@ class RemoteBackend:
     def fchmod(self, fd: int, mode: int) -> int:
         return self.one(Op.FCHMOD, fd, mode).result
 
+    def eventfd(self) -> int:
+        return self.one(Op.EVENTFD).result
+
     def exit(self) -> None:
         """Ask the executor to exit once the queued requests are done."""
         self.call([Request(Op.EXIT)], "exit")

@@ -29,6 +29,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -44,7 +45,7 @@ enum kind { HELLO = 1, BATCH = 2, REPLY = 3, FAILURE = 4 };
 enum op {
 	OP_OPEN = 1, OP_CLOSE, OP_IOCTL, OP_FSTAT, OP_READ, OP_WRITE, OP_PREAD, OP_PWRITE,
 	OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_FALLOCATE, OP_LSEEK, OP_FTRUNCATE, OP_FCNTL,
-	OP_PEEK, OP_POKE, OP_FILL, OP_EXIT, OP_FDS, OP_SLURP, OP_READV, OP_PREADV, OP_FCHMOD,
+	OP_PEEK, OP_POKE, OP_FILL, OP_EXIT, OP_FDS, OP_SLURP, OP_READV, OP_PREADV, OP_FCHMOD, OP_EVENTFD,
 };
 
 /* a request: op, data length, six arguments, then the data padded to 8 bytes */
@@ -296,6 +297,8 @@ static int64_t execute(const struct request *rq, const unsigned char *data, stru
 	}
 	case OP_FCHMOD:
 		return ret(fchmod((int)a[0], (mode_t)a[1]));
+	case OP_EVENTFD:
+		return ret(eventfd(0, EFD_CLOEXEC));
 	case OP_PEEK:
 		if (a[1] > MAX_PAYLOAD)
 			return -E2BIG;

@@ -68,6 +68,7 @@ class Op(enum.IntEnum):
     READV = 22  # fd, address, length (one iovec)
     PREADV = 23  # fd, address, length, offset
     FCHMOD = 24  # fd, mode
+    EVENTFD = 25  # a new eventfd: counter 0, close-on-exec
 
 
 class ProtocolError(Exception):

@@ -280,6 +280,22 @@ def set_user_memory_region2(m: MemslotInput) -> Expect:
     return Expect(0, rule, "a valid slot → 0")
 
 
+# the one clause by which v1 answers otherwise than v2 on the fields they share
+V1_FLAGS = "flags other than LOG_DIRTY_PAGES and READONLY (v1) → EINVAL"
+
+
+def set_user_memory_region(m: MemslotInput) -> Expect:
+    """KVM_SET_USER_MEMORY_REGION (v1): "flags other than KVM_MEM_LOG_DIRTY_PAGES and
+    KVM_MEM_READONLY → EINVAL" before anything else (kvm_main.c:5255-5258, so
+    KVM_MEM_GUEST_MEMFD is refused), then as KVM_SET_USER_MEMORY_REGION2 on a v2 struct
+    whose other fields are zero (the fields the two share answer alike)."""
+    rule = "KVM_SET_USER_MEMORY_REGION rules"
+    if m.get("flags") & ~(m.flag_bits["KVM_MEM_LOG_DIRTY_PAGES"] | m.flag_bits["KVM_MEM_READONLY"]):
+        return Expect(errno.EINVAL, rule, V1_FLAGS)
+    v2 = set_user_memory_region2(m)
+    return Expect(v2.errno, rule, v2.clause)
+
+
 def _vfs_refuses_mode(mode: int) -> bool:
     """vfs_fallocate(): unknown bits, more than one exclusive mode, PUNCH_HOLE without
     KEEP_SIZE, or COLLAPSE/INSERT/WRITE_ZEROES with it."""
@@ -381,9 +397,13 @@ def guest_memfd_fstat(size: int, page: int) -> dict[str, int]:
     return {"st_size": size, "st_blksize": page, "st_mode": S_IFREG | 0o600}
 
 
-def absent_ioctl(name: str, fd_label: str) -> Expect:
+def absent_ioctl(name: str, fd_label: str, fd: FdKind = FdKind.VM) -> Expect:
     """"The kernel dispatches on the whole number": an ioctl that does not exist on an
-    fd, or a known nr with another size or direction, answers ENOTTY."""
+    fd, or a known nr with another size or direction, answers ENOTTY; on x86 the
+    /dev/kvm and vCPU switches fall to a default of EINVAL instead (x86.c:2530-2532
+    kvm_arch_dev_ioctl, x86.c:3889-3890 kvm_arch_vcpu_ioctl; docs/notes.md)."""
+    if fd in (FdKind.SYSTEM, FdKind.VCPU):
+        return Expect(errno.EINVAL, "ioctl dispatch", f"{name} does not exist on {fd_label} → EINVAL (x86's default for this kind of fd)")
     return Expect(errno.ENOTTY, "ioctl dispatch", f"{name} does not exist on {fd_label} → ENOTTY")
 
 

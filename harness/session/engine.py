@@ -28,7 +28,7 @@ from harness.host.usermem import Region
 from harness.rules import Expect, absent_ioctl, bad_pointer
 from harness.session.target import Target
 from harness.surfaces import registry
-from harness.surfaces.base import CaseEnv, Ctx, Surface
+from harness.surfaces.base import SLOT_GPA, CaseEnv, Ctx, Surface
 
 GMEM_PAGES = 4  # size of the guest_memfd a case binds or sends attributes through
 
@@ -79,6 +79,13 @@ class _Port:
 
     def __init__(self, t: Target, vm: Vm) -> None:
         self.t, self.vm = t, vm
+        self.left: dict[str, int] | None = None  # the case's struct after the call
+
+    def vm_ioctl(self, name: str, arg: int) -> int:
+        return self.vm.call(name, arg)
+
+    def struct_left(self) -> dict[str, int] | None:
+        return self.left
 
     def st_size(self, fd: int) -> int | str:
         try:
@@ -110,7 +117,32 @@ def environment(t: Target, case: Case, surface: Surface) -> Iterator[tuple[Vm, K
         if surface.user_memory:
             env.uaddr = stack.enter_context(t.backend.memory.at_guard(bytes(2 * t.page))).addr
             env.bind_fd, env.bind_size = bind_fd(t, stack, vm, str(case.knob("binding", "not-gmem")), case)
+        if case.fd == FdKind.VM and case.knob("vcpu") is not None:
+            stack.enter_context(vm.create_vcpu(0, t.kvm.vcpu_mmap_size()))
+        if surface.memslot_pages:
+            env.slot_gpa, env.slot_size = SLOT_GPA, surface.memslot_pages * t.page
+            memory = stack.enter_context(t.backend.memory.at_guard(bytes(env.slot_size)))
+            r, _ = vm.struct_call("KVM_SET_USER_MEMORY_REGION2", {
+                "slot": 0, "flags": surface.slot_flags(case, t.facts.constants), "guest_phys_addr": env.slot_gpa,
+                "memory_size": env.slot_size, "userspace_addr": memory.addr})
+            assert r == 0, f"KVM_SET_USER_MEMORY_REGION2 of {env.slot_size} bytes at {env.slot_gpa:#x} on {vm.label} failed: {describe(r)}"
+        if surface.event_fd:
+            env.event_fd = event_fd(t, stack, str(case.knob("event_fd", "eventfd")))
+        if surface.buffer_bytes:
+            env.buffer = stack.enter_context(t.backend.memory.at_guard(bytes(surface.buffer_bytes))).addr
         yield vm, fd, env
+
+
+def event_fd(t: Target, stack: ExitStack, kind: str) -> int:
+    """The fd an eventfd case passes, made where the calls run: a new eventfd, a number
+    closed now, or /dev/null."""
+    b = t.backend
+    fd = b.eventfd() if kind == "eventfd" else b.open("/dev/null")
+    if kind == "closed":
+        b.close(fd)
+    else:
+        stack.callback(b.close, fd)
+    return fd
 
 
 def bind_fd(t: Target, stack: ExitStack, vm: Vm, binding: str, case: Case) -> tuple[int, int]:
@@ -171,7 +203,8 @@ def run_ioctl_case(t: Target, case: Case) -> Outcome:
         if why is not None:
             pytest.skip(why)
         port = _Port(t, vm)
-        surface.prepare(ctx, port)
+        setup = surface.before(ctx, port)
+        assert setup is None, f"{case.id}: {setup}"
         values = surface.baseline(ctx)
         values.update(dict(case.values))
         if not t.model and case.number is None and surface.heavy(values, t.page) and surface.expect(ctx, values).ok:
@@ -184,13 +217,15 @@ def run_ioctl_case(t: Target, case: Case) -> Outcome:
             addr = region.addr if region is not None else (place if isinstance(place, int) else 0)
             result = fd.raw(number, addr)
             if case.number is not None:
-                expect = absent_ioctl(label, case.where)
+                expect = absent_ioctl(label, case.where, case.fd)
             elif case.placement in ("null", "unmapped"):
                 expect = bad_pointer(io.name, f"a {case.placement} pointer")
             elif case.placement == "overhang":
                 expect = bad_pointer(io.name, "the struct's last byte in a PROT_NONE page")
             else:
                 expect = surface.expect(ctx, values)
+                # the struct as the call left it, for a surface whose rule says what is written back
+                port.left = struct.unpack(region.read()[: struct.size]) if region is not None else None
             diff = region.diff() if region is not None else None
             trace = surface.after(ctx, port, values, result) if result >= 0 else None
         if result < 0:
@@ -260,7 +295,7 @@ def run_null_case(t: Target, case: Case) -> Outcome:
     with ExitStack() as stack:
         _, fd = open_kind(stack, t.kvm, case.fd, case.vm_type, GMEM_PAGES * t.page)
         result = fd.raw(io.number, 0)
-    expect = bad_pointer(io.name, "a NULL pointer") if exists else absent_ioctl(io.name, case.where)
+    expect = bad_pointer(io.name, "a NULL pointer") if exists else absent_ioctl(io.name, case.where, case.fd)
     if cap is not None and case.fd in io.fds:
         expect = Expect(expect.errno, f"{cap} on /dev/kvm", f"{cap} is {t.cap(cap, None)}: {expect.clause}")
     return Outcome(case, io.name, case.where, {}, expect, result)

@@ -22,6 +22,7 @@ from harness.cases.plan import Plan
 from harness.rules import Expect
 
 # Area tables that any surface can take part in; each is generated in harness.cases.tables.
+SLOT_GPA = 1 << 20  # where a surface's memslot starts: guest memory below it is not in a slot
 GENERIC_TABLES = ("reserved_words", "flag_bits", "sizing", "existence", "property", "absent_on_fd")
 
 
@@ -45,6 +46,10 @@ class CaseEnv:
     existing: dict[str, int] | None = None  # a slot of the case's id set before the call
     overlaps: bool = False  # another slot covers part of the case's guest range
     bound: tuple[int, int] | None = None  # the file range [start, end) another slot binds
+    slot_gpa: int = 0  # the memslot a surface with `memslot_pages` has: its guest physical range
+    slot_size: int = 0
+    event_fd: int = -1  # the fd a surface with `event_fd` passes: an eventfd, or the kind its case names
+    buffer: int = 0  # a buffer of the surface's `buffer_bytes` that ends at a guard page (a dirty bitmap)
 
 
 class Port(Protocol):
@@ -61,6 +66,11 @@ class Port(Protocol):
     def guest_exits(self, program: str, host_data: int) -> list[Exit]:
         """The exits of a guest program on a new vCPU of the case's VM, with the test slot
         as plain memory holding `host_data`."""
+    def vm_ioctl(self, name: str, arg: int) -> int:
+        """An ioctl with an integer argument on the case's VM fd: result or -errno."""
+
+    def struct_left(self) -> Mapping[str, int] | None:
+        """The case's struct as the kernel left it after the call (None: it had no struct in memory)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,9 @@ class Surface:
     bit_words: tuple[str, ...] = ("flags",)  # words that are sets of bits: every bit is tried
     needs: tuple[Need, ...] = ()
     user_memory: bool = False  # a memslot: two pages of user memory behind a guard page
+    memslot_pages: int = 0  # a memslot of this many pages of user memory at SLOT_GPA, made before the call
+    event_fd: bool = False  # an eventfd (or, per the case's `event_fd` knob, a closed fd or /dev/null)
+    buffer_bytes: int = 0  # a buffer of this many bytes for a pointer word, ending at a guard page
     fd_words: frozenset[str] = frozenset()  # words that hold an fd number: the environment's, never drawn
     drawn_knobs: tuple[tuple[tuple[str, str], ...], ...] = ((),)  # setups a property case draws from (weights by repetition)
 
@@ -97,12 +110,16 @@ class Surface:
         """Requirements beyond the ioctl's own cap, for this case."""
         return self.needs
 
-    def prepare(self, ctx: Ctx, port: Port) -> None:
-        """State the case needs before its call (other slots, say), made through `port`
-        and recorded in `ctx.env`; a failure raises, as the case cannot be judged."""
-
     def why_not(self, ctx: Ctx) -> str | None:
         """Why this case cannot be judged here (a cap its rule reads has no value), or None."""
+        return None
+
+    def slot_flags(self, case: Case, constants: Mapping[str, int]) -> int:
+        """The flags of the memslot a surface with `memslot_pages` has, for this case."""
+        return 0
+
+    def before(self, ctx: Ctx, port: Port) -> str | None:
+        """State the case's VM must have before the call, made through `port`; what went wrong, or None."""
         return None
 
     def baseline(self, ctx: Ctx) -> dict[str, int]:

@@ -11,18 +11,31 @@ from types import ModuleType
 from harness.abi.facts import AbiFacts
 from harness.cases.case import Case
 from harness.cases.plan import Plan
-from harness.surfaces import guest, guest_memfd, memory_attributes, memslots
+from harness.surfaces import (
+    coalesced_mmio,
+    create_vcpu,
+    dirty_log,
+    enable_cap,
+    guest,
+    guest_memfd,
+    ioeventfd,
+    irqfd,
+    memory_attributes,
+    memslots,
+    prefault,
+)
 from harness.surfaces.base import FileCall, Surface
 
-# one module per family; each declares SURFACES, and may declare FILE_CALLS, TABLES and RULES
-FAMILIES: tuple[ModuleType, ...] = (memory_attributes, guest_memfd, memslots, guest)
+# one module per family; each declares SURFACES, and may declare FILE_CALLS, TABLES, RULES and OTHER_RULES
+FAMILIES: tuple[ModuleType, ...] = (memory_attributes, guest_memfd, memslots, prefault, create_vcpu, enable_cap, dirty_log,
+                                     coalesced_mmio, ioeventfd, irqfd, guest)
 SURFACES: tuple[Surface, ...] = tuple(s for m in FAMILIES for s in m.SURFACES)
 FILE_CALLS: tuple[FileCall, ...] = tuple(c for m in FAMILIES for c in getattr(m, "FILE_CALLS", ()))
 # Rules of calls that take no struct (the dispatch rules hold for every surface).
 OTHER_RULES: dict[str, str] = {
     "create_vm": "KVM_CREATE_VM: only types in KVM_CAP_VM_TYPES",
     "unknown_cap": "KVM_CHECK_EXTENSION compares its long argument whole: a number no cap has → 0",
-    "absent_ioctl": "the whole number dispatches: another size, direction or fd kind → ENOTTY",
+    "absent_ioctl": "the whole number dispatches: another size, direction or fd kind → ENOTTY (EINVAL on /dev/kvm and a vCPU)",
     "bad_pointer": "a NULL, unmapped or partly unreadable struct → EFAULT",
 }
 _BY_NAME = {s.name: s for s in SURFACES}
@@ -67,4 +80,5 @@ def rules() -> dict[str, str]:
     out.update(OTHER_RULES)
     for module in FAMILIES:  # rules of a family's effect cases, which no surface names
         out.update(getattr(module, "RULES", {}))
+        out.update(getattr(module, "OTHER_RULES", {}))
     return out

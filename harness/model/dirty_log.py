@@ -1,0 +1,83 @@
+"""The model's dirty log: KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG (kvm_main.c
+kvm_get_dirty_log_protect, kvm_clear_dirty_log_protect) and KVM_RESET_DIRTY_RINGS, with
+the hygiene rules kept (padding1, the ring reset's argument). No guest runs, so every
+bitmap is clear.
+
+A family module: `HANDLERS` maps each ioctl to a function of the model and the call.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from harness.abi.linux import PAGE_SIZE
+from harness.model.state import Handle, Slot, VmState
+from harness.model.usercopy import copy_from_user, copy_to_user
+from harness.rules import USER_MEM_SLOTS
+
+if TYPE_CHECKING:
+    from harness.model.backend import ModelBackend
+
+
+def valid_slot(model: ModelBackend, name: str, fd: str, vm: VmState, slot: int) -> None:
+    """The ring (ENXIO), then the slot id (EINVAL)."""
+    model.check(f"{name}.ring", vm.dirty_ring != 0, fd, errno.ENXIO)
+    model.check(f"{name}.slot", slot & 0xFFFF >= USER_MEM_SLOTS or slot >> 16 >= model.address_spaces(vm), fd)
+
+
+def logging_slot(model: ModelBackend, name: str, fd: str, vm: VmState, slot: int) -> Slot:
+    """The slot, which must log dirty pages (ENOENT)."""
+    found = vm.slots.get(slot)
+    log = model.facts.constants["KVM_MEM_LOG_DIRTY_PAGES"]
+    model.check(f"{name}.no-log", found is None or not found.flags & log, fd, errno.ENOENT)
+    assert found is not None
+    return found
+
+
+def get_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
+    """The slot's bitmap, ALIGN(npages, 64) / 8 bytes, written to dirty_bitmap."""
+    name, fd = "KVM_GET_DIRTY_LOG", handle.kind
+    vm = model.vm_of(handle)
+    v = model.copy_in(name, arg, fd)
+    slot = v["slot"]
+    valid_slot(model, name, fd, vm, slot)
+    model.zero_words(name, model.facts.structs["kvm_dirty_log"], v, fd)
+    found = logging_slot(model, name, fd, vm, slot)
+    npages = found.size // PAGE_SIZE
+    model.check(f"{name}.copy-out", not copy_to_user(v["dirty_bitmap"], bytes((npages + 63) // 64 * 8)), fd, errno.EFAULT)
+    return 0
+
+
+def clear_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
+    """first_page 64-aligned; the range inside the slot, num_pages 64-aligned unless it
+    reaches the slot's end; the bits read from dirty_bitmap."""
+    name, fd = "KVM_CLEAR_DIRTY_LOG", handle.kind
+    vm = model.vm_of(handle)
+    v = model.copy_in(name, arg, fd)
+    first, count = v["first_page"], v["num_pages"]
+    slot = v["slot"]
+    valid_slot(model, name, fd, vm, slot)
+    model.check(f"{name}.first-align", first % 64 != 0, fd)
+    npages = logging_slot(model, name, fd, vm, slot).size // PAGE_SIZE
+    model.check(f"{name}.range", first > npages or count > npages - first, fd)
+    model.check(f"{name}.count-align", first + count < npages and count % 64 != 0, fd)
+    model.check(f"{name}.copy-in", copy_from_user(v["dirty_bitmap"], (count + 63) // 64 * 8) is None, fd, errno.EFAULT)
+    return 0
+
+
+def reset_dirty_rings(model: ModelBackend, handle: Handle, arg: int) -> int:
+    """EINVAL without a ring; it takes no argument; no guest ran, so no entry is reset."""
+    name, fd = "KVM_RESET_DIRTY_RINGS", handle.kind
+    vm = model.vm_of(handle)
+    model.check(f"{name}.ring", vm.dirty_ring == 0, fd)
+    model.check(f"{name}.arg", arg != 0, fd)
+    return 0
+
+
+HANDLERS: Mapping[str, Callable[[ModelBackend, Handle, int], int]] = {
+    "KVM_GET_DIRTY_LOG": get_dirty_log,
+    "KVM_CLEAR_DIRTY_LOG": clear_dirty_log,
+    "KVM_RESET_DIRTY_RINGS": reset_dirty_rings,
+}

@@ -1,0 +1,48 @@
+"""KVM_ENABLE_CAP's rule on its own: rows from api.rst 4.37 and kvm_main.c:4999-5149
+(docs/kernel-7.3-facts.md, "KVM_ENABLE_CAP")."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Mapping
+
+import pytest
+
+from harness.abi.fdkind import FdKind
+from harness.abi.linux import PAGE_SIZE
+from harness.abi.profile import load_profile
+from harness.rules.enable_cap import EnableCapInput, enable_cap
+
+STRUCT = load_profile("released").structs["kvm_enable_cap"]
+RING, MANUAL = "KVM_CAP_DIRTY_LOG_RING", "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2"
+HALT, PV = "KVM_CAP_HALT_POLL", "KVM_CAP_ENFORCE_PV_FEATURE_CPUID"
+VALUES = {RING: 1 << 20, MANUAL: 3, HALT: 1, PV: 1}
+
+
+def sent(cap: str | None, values: Mapping[str, int] | None = None, fd: FdKind = FdKind.VM, ring: bool = False,
+         vcpu: bool = False) -> EnableCapInput:
+    return EnableCapInput(values or {}, STRUCT, fd, cap, VALUES.get(cap or "", 0), PAGE_SIZE, ring, vcpu)
+
+
+ROWS = [
+    ("manual-off", sent(MANUAL), 0), ("manual-enable", sent(MANUAL, {"args[0]": 1}), 0),
+    ("manual-both", sent(MANUAL, {"args[0]": 3}), 0), ("manual-initially-set-alone", sent(MANUAL, {"args[0]": 2}), errno.EINVAL),
+    ("manual-flags", sent(MANUAL, {"flags": 1}), errno.EINVAL), ("manual-args1", sent(MANUAL, {"args[1]": 1}), errno.EINVAL),
+    ("manual-pad", sent(MANUAL, {"pad[5]": 1}), errno.EINVAL), ("manual-on-vcpu", sent(MANUAL, fd=FdKind.VCPU), errno.EINVAL),
+    ("halt-u32", sent(HALT, {"args[0]": 0xFFFFFFFF}), 0), ("halt-wider", sent(HALT, {"args[0]": 1 << 32}), errno.EINVAL),
+    ("ring-64k", sent(RING, {"args[0]": 1 << 16}), 0), ("ring-0", sent(RING), errno.EINVAL),
+    ("ring-not-pow2", sent(RING, {"args[0]": 3 << 12}), errno.EINVAL), ("ring-below-page", sent(RING, {"args[0]": 2048}), errno.EINVAL),
+    ("ring-max", sent(RING, {"args[0]": 1 << 20}), 0), ("ring-past-max", sent(RING, {"args[0]": 1 << 21}), errno.E2BIG),
+    ("ring-u32-cut", sent(RING, {"args[0]": (1 << 32) | (1 << 16)}), errno.EINVAL),
+    ("ring-twice", sent(RING, {"args[0]": 1 << 16}, ring=True), errno.EINVAL),
+    ("ring-after-vcpu", sent(RING, {"args[0]": 1 << 16}, vcpu=True), errno.EINVAL),
+    ("bitmap-on-x86", sent("KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP", ring=True), errno.EINVAL),
+    ("pv-on-vcpu", sent(PV, fd=FdKind.VCPU, values={"args[0]": 1}), 0), ("pv-on-vm", sent(PV), errno.EINVAL),
+    ("no-such-cap", sent(None), errno.EINVAL),
+]
+
+
+@pytest.mark.parametrize(("name", "given", "want"), ROWS, ids=[r[0] for r in ROWS])
+def test_enable_cap(name: str, given: EnableCapInput, want: int) -> None:
+    got = enable_cap(given)
+    assert got.errno == want, f"{name}: rule gives {got} ({got.clause})"
