@@ -65,6 +65,7 @@ def test_report_renders_in_chromium(failing_run: Run) -> None:
         run = _text(page, "#kvmconf-run")
         assert "Kernel under test" in run and "this machine" in run and "profile released" in run
 
+        page.evaluate("document.querySelectorAll('#kvmconf-caps details').forEach(d => { d.open = true; })")  # folded by default
         caps = _text(page, "#kvmconf-caps-table")
         assert "/dev/kvm" in caps and "VM of type 0" in caps and "KVM_CAP_GUEST_MEMFD" in caps, caps
 

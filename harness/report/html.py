@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.report.model import (
     COLUMNS,
+    FAILING,
     LABELS,
     Call,
     CaseResult,
@@ -166,8 +167,14 @@ def _matrix_section(model: RunModel) -> str:
                             for c in in_clause)
             cell = f"<details><summary>{_e(clause)}</summary><ul>{names}</ul></details>"
             rows.append([cell, str(len(in_clause)), *(_count_cell(r, n[r]) for r in COLUMNS)])
-        parts.append(f'<h3 id="kvmconf-matrix-{_e(area)}">{_e(area)}</h3>'
-                     + _table(f"kvmconf-matrix-table-{_e(area)}", head, rows, "kvmconf-table kvmconf-matrix"))
+        # an area folds to one line (open when a case of it failed): a reviewer of a green run
+        # reads the counts, and opens an area for its clauses
+        totals = count(cases)
+        line = ", ".join(f"{totals[r]} {LABELS[r]}" for r in COLUMNS if totals[r])
+        failed = any(totals[r] for r in FAILING)
+        parts.append(f'<details id="kvmconf-matrix-{_e(area)}"{" open" if failed else ""}><summary><strong>{_e(area)}</strong>: '
+                     f'{_plural(len(rows), "clause")}; {_e(line)}</summary>'
+                     + _table(f"kvmconf-matrix-table-{_e(area)}", head, rows, "kvmconf-table kvmconf-matrix") + "</details>")
     note = ('<p class="kvmconf-note">A case is counted under the clause of its first wrong call, or of its first call '
             "when it passed; a case that made no call (skipped before it, or a plain test) under its area and test.</p>")
     return f'<section id="kvmconf-matrix"><h2>Conformance by rule clause</h2>{note}{"".join(parts)}</section>'
@@ -179,7 +186,8 @@ def _skips_section(model: RunModel) -> str:
         return '<section id="kvmconf-skips"><h2>Skipped</h2><p>No case was skipped.</p></section>'
     rows = [[str(n), _e(reason)] for reason, n in reasons]
     total = sum(n for _, n in reasons)
-    table = _table("kvmconf-skips-table", ["cases", "why they were skipped"], rows)
+    table = (f"<details><summary>the {_plural(len(reasons), 'reason')}, most cases first</summary>"
+             + _table("kvmconf-skips-table", ["cases", "why they were skipped"], rows) + "</details>")
     return f'<section id="kvmconf-skips"><h2>Skipped ({_plural(total, "case")}, {_plural(len(reasons), "reason")})</h2>{table}</section>'
 
 
@@ -220,7 +228,8 @@ def _abi_section(info: RunInfo) -> str:
     struct_rows = [[f"<code>struct {_e(name)}</code>", _e(size)] for name, size in info.structs]
     structs = _table("kvmconf-structs", ["struct", "size (bytes)"], struct_rows)
     return (f'<section id="kvmconf-abi"><h2>ABI facts ({_e(info.abi_source)})</h2>'
-            f'<div class="kvmconf-side">{ioctls}{structs}</div></section>')
+            f"<details><summary>{_plural(len(ioctl_rows), 'ioctl')} and {_plural(len(struct_rows), 'struct')}</summary>"
+            f'<div class="kvmconf-side">{ioctls}{structs}</div></details></section>')
 
 
 def _caps_section(info: RunInfo) -> str:
@@ -230,7 +239,8 @@ def _caps_section(info: RunInfo) -> str:
     errors = "".join(f'<p class="kvmconf-fail">VM type {t}: {_e(why)}</p>' for t, why in info.vm_errors)
     note = ("<p class=\"kvmconf-note\">KVM_CHECK_EXTENSION asked once per session on /dev/kvm and on a fresh VM of each "
             "type in KVM_CAP_VM_TYPES; only caps whose number the ABI source gives are asked.</p>")
-    return f'<section id="kvmconf-caps"><h2>Capabilities by scope</h2>{_table("kvmconf-caps-table", head, rows)}{errors}{note}</section>'
+    table = f"<details><summary>{_plural(len(rows), 'cap')} at each scope</summary>{_table('kvmconf-caps-table', head, rows)}</details>"
+    return f'<section id="kvmconf-caps"><h2>Capabilities by scope</h2>{errors}{table}{note}</section>'
 
 
 NAV = (("kvmconf-run", "run"), ("kvmconf-areas", "areas"), ("kvmconf-failures", "failures"), ("kvmconf-findings", "known findings"),
