@@ -67,6 +67,8 @@ class Backend(Protocol):
     def fcntl(self, fd: int, cmd: int, arg: int) -> int: ...
     def eventfd(self) -> int:
         """A new eventfd (counter 0, close-on-exec), for the ioctls that take one."""
+    def open_fds(self) -> set[int]:
+        """The fds open where the calls run, to see what a call left behind."""
     @property
     def memory(self) -> UserMemory:
         """Where structs and buffers for this backend's calls are placed."""
@@ -146,6 +148,18 @@ class KernelBackend:
 
     def eventfd(self) -> int:
         return os.eventfd(0, os.EFD_CLOEXEC)
+
+    def open_fds(self) -> set[int]:
+        listed = {int(n) for n in os.listdir("/proc/self/fd")}
+        return {fd for fd in listed if _is_open(fd)}  # not the listing's own fd, closed by now
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 __all__ = ["Backend", "KernelBackend", "describe", "errno_name"]

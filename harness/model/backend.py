@@ -478,6 +478,10 @@ class ModelBackend:
             return self.kernel.fchmod(fd, mode)
         return self._file_call("fchmod", errno.EINVAL)
 
+    def open_fds(self) -> set[int]:
+        """The model's fds are this process's."""
+        return self.kernel.open_fds()
+
     def eventfd(self) -> int:
         """A real eventfd: the model's irqfd and ioeventfd take this process's fds."""
         return self.kernel.eventfd()

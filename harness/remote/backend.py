@@ -288,6 +288,9 @@ class RemoteBackend:
     def eventfd(self) -> int:
         return self.one(Op.EVENTFD).result
 
+    def open_fds(self) -> set[int]:
+        return {fd for fd, _ in self.files()[0]}
+
     def exit(self) -> None:
         """Ask the executor to exit once the queued requests are done."""
         self.call([Request(Op.EXIT)], "exit")
