@@ -23,7 +23,7 @@ from harness.abi.profile import load_profile
 from harness.cases import tables
 from harness.cases.expectations import Expectations, for_release
 from harness.errors import KvmconfError
-from harness.host.backend import KernelBackend, describe
+from harness.host.backend import KernelBackend, describe, is_open
 from harness.host.device import check_device
 from harness.model.backend import ModelBackend
 from harness.model.mutants import MutantError
@@ -113,14 +113,6 @@ def test_create_vm_as_this_kernel(pair: tuple[Target, Target, Expectations]) -> 
 # -- the model's own promises ---------------------------------------------------------------
 
 
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
 def test_needs_no_kvm_device(released: AbiFacts) -> None:
     """The model opens whatever the device path says, even one that does not exist."""
     model = ModelBackend(released)
@@ -135,10 +127,10 @@ def test_fds_are_real_and_unknown_ones_ebadf(released: AbiFacts) -> None:
     model = ModelBackend(released)
     kvm = model.open("/dev/kvm")
     vm = model.ioctl(kvm, released.ioctls["KVM_CREATE_VM"].number, 0)
-    assert vm >= 0 and _is_open(kvm) and _is_open(vm)
+    assert vm >= 0 and is_open(kvm) and is_open(vm)
     model.close(vm)
     model.close(kvm)
-    assert not _is_open(kvm) and not _is_open(vm)
+    assert not is_open(kvm) and not is_open(vm)
     assert model.ioctl(vm, released.ioctls["KVM_CHECK_EXTENSION"].number, 0) == -errno.EBADF
 
 

@@ -151,10 +151,11 @@ class KernelBackend:
 
     def open_fds(self) -> set[int]:
         listed = {int(n) for n in os.listdir("/proc/self/fd")}
-        return {fd for fd in listed if _is_open(fd)}  # not the listing's own fd, closed by now
+        return {fd for fd in listed if is_open(fd)}  # not the listing's own fd, closed by now
 
 
-def _is_open(fd: int) -> bool:
+def is_open(fd: int) -> bool:
+    """Whether `fd` is an open fd of this process."""
     try:
         os.fstat(fd)
     except OSError:
