@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.abi.exits import MEMBER_PREFIX
 from harness.abi.facts import TYPE_BY_SIZE, AbiFacts, Field, Ioctl, Struct
 from harness.abi.ioc import IocEncoding
+from harness.abi.linux import U64
 from harness.abi.profile import catalogue, known_profiles, load_profile, revision_order
 
 # A probe's answer: {"syms": {name: value}, "structs": {name: {"size": n, "fields": [[f, offset, size]]}}}
@@ -27,7 +28,6 @@ REQUIRED = ("KVM_CREATE_VM", "KVM_CHECK_EXTENSION")
 INCLUDE_NAME = "linux/kvm.h"
 # headers_install runs `unifdef -D__EXPORTED_HEADERS__`: uapi/linux/types.h asks for it.
 GCC_DEFINES = ("-D__EXPORTED_HEADERS__",)
-_MASK64 = (1 << 64) - 1
 
 # scripts/headers_install.sh's sed, line by line, in order (unifdef -U__KERNEL__ is
 # what compiling without __KERNEL__ does anyway).
@@ -101,7 +101,7 @@ def parse_assembly(text: str) -> RawProbe:
     structs: dict[str, dict[str, object]] = {}
     offsets: dict[str, int] = {}
     for kind, what, value in _EMITTED.findall(text):
-        number = int(value) & _MASK64
+        number = int(value) & U64
         if kind == "sym":
             syms[what] = number
         elif kind == "size":

@@ -125,7 +125,7 @@ class _Console:
         print(line, flush=True)
 
 
-def host_argv(args: argparse.Namespace, out: Path, accel: Accel, checkout: dict[str, str]) -> list[str]:
+def host_argv(args: argparse.Namespace, out: Path, accel: Accel, checkout: dict[str, str], release: str | None) -> list[str]:
     """`kvmconf run` on the host against the guest's executor: the guest's argv with the
     remote backend, one process (the executor serves one channel), and the expectations
     file of the kernel's release, which the plugin picks by itself only for the kernel
@@ -133,16 +133,17 @@ def host_argv(args: argparse.Namespace, out: Path, accel: Accel, checkout: dict[
     argv = [a for a in guest_argv(args, out, accel, checkout) if not a.startswith(("--workers=", "--backend="))]
     argv[4:4] = ["--workers=0", "--backend=remote"]
     if not args.expectations:
-        found = for_release(find_kernel(Path(args.kernel)).release).path
+        found = for_release(release).path if release else None
         if found is not None:
             argv.insert(6, f"--expectations={found}")
     return argv
 
 
-def boot_and_run(args: argparse.Namespace, out: Path, progress: _Console, accel: Accel, checkout: dict[str, str]) -> GuestResult:
+def boot_and_run(args: argparse.Namespace, out: Path, progress: _Console, accel: Accel, checkout: dict[str, str],
+                 image: KernelImage) -> GuestResult:
     """The suite against the kernel under QEMU, in the mode `--in-guest` chooses."""
     if not args.in_guest:
-        return run_with_executor(Path(args.kernel), host_argv(args, out, accel, checkout), out, accel=accel,
+        return run_with_executor(Path(args.kernel), host_argv(args, out, accel, checkout, image.release), out, accel=accel,
                                  timeout_s=args.guest_timeout, progress=progress)
     # the guest sees the tree read-only and interprets 16 times slower: give it bytecode
     for tree in ("harness", "suites"):
@@ -165,7 +166,7 @@ def run_under_qemu(args: argparse.Namespace) -> tuple[int, Path | None]:
     try:
         if args.kvm_header:
             write_record(Path(args.kvm_header), run.path / PROBE_RECORD)
-        result = boot_and_run(args, run.path, console, accel, checkout)
+        result = boot_and_run(args, run.path, console, accel, checkout, image)
     except GuestError as e:
         kept = run.mark_incomplete(str(e))
         raise type(e)(f"{e.message} (console log: {kept / 'console.log'})") from None

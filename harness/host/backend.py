@@ -12,11 +12,11 @@ import os
 from typing import Protocol
 
 from harness.abi.errnos import describe, errno_name
+from harness.abi.linux import U64
 from harness.host.libc import (
     _C_INT_MAX,
     _C_INT_MIN,
     _MAP_FAILED,
-    _WORD_MASK,
     Iovec,
     _as_word,
     _fallocate,
@@ -92,7 +92,7 @@ class KernelBackend:
         # one (a pointer) goes as a pointer-sized word, since ctypes cuts a bare int to 32
         # bits without a word; masked to 64 bits as c_ulong would (from_param turns a
         # wider int into NULL).
-        r: int = _ioctl(fd, request, arg if _C_INT_MIN <= arg <= _C_INT_MAX else _as_word(arg & _WORD_MASK))
+        r: int = _ioctl(fd, request, arg if _C_INT_MIN <= arg <= _C_INT_MAX else _as_word(arg & U64))
         return r if r >= 0 else -_get_errno()
 
     def close(self, fd: int) -> None:

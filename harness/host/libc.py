@@ -47,7 +47,6 @@ _ioctl.restype = ctypes.c_int
 _get_errno = ctypes.get_errno
 _as_word = ctypes.c_void_p.from_param  # an int as a full 64-bit argument, no ctypes object built
 _C_INT_MIN, _C_INT_MAX = -(1 << 31), (1 << 31) - 1
-_WORD_MASK = (1 << 64) - 1
 _read = _fn("read", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t])
 _write = _fn("write", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t])
 _pread = _fn("pread", ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64])

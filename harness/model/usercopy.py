@@ -12,8 +12,9 @@ import ctypes
 import os
 from typing import Any
 
+from harness.abi.linux import U64
+
 _libc = ctypes.CDLL(None)
-U64 = (1 << 64) - 1
 
 
 class _Iovec(ctypes.Structure):
