@@ -108,10 +108,16 @@ def test_create_vcpu_id(target: Target, case: Case) -> None:
     vcpu_id = dict(case.values)["id"]
     target.require_vm(case.vm_type)
     max_id = target.require_cap("KVM_CAP_MAX_VCPU_ID", case.vm_type)
+    max_vcpus = target.require_cap("KVM_CAP_MAX_VCPUS", case.vm_type)
     taken = case.knob("taken") is not None
+    lowered = case.knob("max_vcpu_id")
     with target.vm(case.vm_type) as vm:
         if taken:
             target.backend.close(vm.checked("KVM_CREATE_VCPU", vcpu_id))
+        if lowered is not None:
+            number = target.facts.cap_number("KVM_CAP_MAX_VCPU_ID", model=target.model) or 0
+            r, _ = vm.struct_call("KVM_ENABLE_CAP", {"cap": number, "args[0]": int(lowered)})
+            assert r == 0, f"KVM_ENABLE_CAP(KVM_CAP_MAX_VCPU_ID, {lowered}) on {vm.label}: {describe(r)}"
         result = vm.call("KVM_CREATE_VCPU", vcpu_id)
         trace = None
         if result >= 0:
@@ -121,8 +127,9 @@ def test_create_vcpu_id(target: Target, case: Case) -> None:
                 trace = f"KVM_CREATE_VCPU returned {result}, which is not an open fd: {e.strerror}"
             else:
                 target.backend.close(result)
-        outcome = Outcome(case, "KVM_CREATE_VCPU", vm.label, {"id": vcpu_id, "KVM_CAP_MAX_VCPU_ID": max_id},
-                          create_vcpu(vcpu_id, max_id, taken), result, trace=trace)
+        expect = create_vcpu(vcpu_id, max_id, max_vcpus, taken, created=int(taken),
+                             lowered=None if lowered is None else int(lowered))
+        outcome = Outcome(case, "KVM_CREATE_VCPU", vm.label, {"id": vcpu_id, "KVM_CAP_MAX_VCPU_ID": max_id}, expect, result, trace=trace)
     verdict(target, outcome)
 
 
@@ -150,8 +157,17 @@ def test_check_extension_on_vcpu(target: Target, case: Case) -> None:
 
 @pytest.mark.cases("reset_rings")
 def test_reset_dirty_rings(target: Target, case: Case) -> None:
-    """KVM_RESET_DIRTY_RINGS resets a VM's rings (EINVAL without one); a vCPU fd has no such ioctl."""
+    """KVM_RESET_DIRTY_RINGS resets a VM's rings (EINVAL without one); a vCPU fd has no such ioctl;
+    it exists on a VM (not ENOTTY) exactly when KVM_CAP_DIRTY_LOG_RING on /dev/kvm is non-zero."""
     target.require_vm(case.vm_type)
+    if case.tag == "exists-iff-cap":
+        announced = target.cap("KVM_CAP_DIRTY_LOG_RING", None)
+        with target.vm(case.vm_type) as vm:
+            result = vm.call("KVM_RESET_DIRTY_RINGS", 0)
+        found = reset_dirty_rings(0, False) if announced else absent_ioctl("KVM_RESET_DIRTY_RINGS", vm.label)
+        expect = Expect(found.errno, "KVM_CAP_DIRTY_LOG_RING on /dev/kvm", f"KVM_CAP_DIRTY_LOG_RING is {announced}: {found.clause}")
+        verdict(target, Outcome(case, "KVM_RESET_DIRTY_RINGS", vm.label, {"arg": 0}, expect, result))
+        return
     target.require_ioctl("KVM_RESET_DIRTY_RINGS", FdKind.VM, case.vm_type)
     arg, ring = dict(case.values).get("arg", 0), case.knob("ring") is not None
     with ExitStack() as stack:
@@ -165,3 +181,4 @@ def test_reset_dirty_rings(target: Target, case: Case) -> None:
         expect = reset_dirty_rings(arg, ring) if case.fd == FdKind.VM else absent_ioctl("KVM_RESET_DIRTY_RINGS", fd.label, case.fd)
         outcome = Outcome(case, "KVM_RESET_DIRTY_RINGS", fd.label, {"arg": arg}, expect, result)
     verdict(target, outcome)
+

@@ -16,12 +16,13 @@ from harness.rules.enable_cap import EnableCapInput, enable_cap
 STRUCT = load_profile("released").structs["kvm_enable_cap"]
 RING, MANUAL = "KVM_CAP_DIRTY_LOG_RING", "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2"
 HALT, PV = "KVM_CAP_HALT_POLL", "KVM_CAP_ENFORCE_PV_FEATURE_CPUID"
-VALUES = {RING: 1 << 20, MANUAL: 3, HALT: 1, PV: 1}
+IDS = "KVM_CAP_MAX_VCPU_ID"
+VALUES = {RING: 1 << 20, MANUAL: 3, HALT: 1, PV: 1, IDS: 4096}
 
 
 def sent(cap: str | None, values: Mapping[str, int] | None = None, fd: FdKind = FdKind.VM, ring: bool = False,
-         vcpu: bool = False) -> EnableCapInput:
-    return EnableCapInput(values or {}, STRUCT, fd, cap, VALUES.get(cap or "", 0), PAGE_SIZE, ring, vcpu)
+         vcpu: bool = False, lowered: int = 0) -> EnableCapInput:
+    return EnableCapInput(values or {}, STRUCT, fd, cap, VALUES.get(cap or "", 0), PAGE_SIZE, ring, vcpu, lowered)
 
 
 ROWS = [
@@ -39,6 +40,12 @@ ROWS = [
     ("bitmap-on-x86", sent("KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP", ring=True), errno.EINVAL),
     ("pv-on-vcpu", sent(PV, fd=FdKind.VCPU, values={"args[0]": 1}), 0), ("pv-on-vm", sent(PV), errno.EINVAL),
     ("no-such-cap", sent(None), errno.EINVAL),
+    # x86.c:4138-4153 and 9334-9335: at most KVM_MAX_VCPU_IDS, once; a vCPU sets it to KVM_MAX_VCPU_IDS
+    ("ids-max", sent(IDS, {"args[0]": 4096}), 0), ("ids-past-max", sent(IDS, {"args[0]": 4097}), errno.EINVAL),
+    ("ids-0", sent(IDS), 0), ("ids-after-vcpu", sent(IDS, {"args[0]": 16}, vcpu=True), errno.EINVAL),
+    ("ids-max-after-vcpu", sent(IDS, {"args[0]": 4096}, vcpu=True), 0), ("ids-0-after-vcpu", sent(IDS, vcpu=True), errno.EINVAL),
+    ("ids-same-again", sent(IDS, {"args[0]": 16}, lowered=16), 0),
+    ("ids-other-again", sent(IDS, {"args[0]": 32}, lowered=16), errno.EINVAL),
 ]
 
 

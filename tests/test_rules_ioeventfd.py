@@ -15,9 +15,12 @@ FLAGS = {n: FACTS.const(n) for n in ("KVM_IOEVENTFD_FLAG_DATAMATCH", "KVM_IOEVEN
 DATAMATCH, PIO, DEASSIGN = 1, 2, 4
 
 
+BASE = {"addr": 0xFEB00000, "len": 4, "fd": 5}
+
+
 def answer(values: Mapping[str, int], fd: str = "eventfd", taken: bool = False) -> int:
-    sent = {"addr": 0xFEB00000, "len": 4, "fd": 5, **values}
-    return ioeventfd(IoeventfdInput(sent, FACTS.structs["kvm_ioeventfd"], FLAGS, fd, taken)).errno
+    sent = {**BASE, **values}
+    return ioeventfd(IoeventfdInput(sent, FACTS.structs["kvm_ioeventfd"], FLAGS, fd, BASE if taken else None)).errno
 
 
 @pytest.mark.parametrize(("values", "want"), [
@@ -34,3 +37,15 @@ def test_fd_and_state() -> None:
     """EBADF for a closed fd, EINVAL for one that is not an eventfd; EEXIST when taken; deassigning what is there."""
     assert answer({}, fd="closed") == errno.EBADF and answer({}, fd="not-eventfd") == errno.EINVAL
     assert answer({}, taken=True) == errno.EEXIST and answer({"flags": DEASSIGN}, taken=True) == 0
+
+
+@pytest.mark.parametrize(("values", "want"), [
+    ({"flags": DEASSIGN, "len": 2}, errno.ENOENT), ({"flags": DEASSIGN | PIO}, errno.ENOENT),
+    ({"flags": DEASSIGN, "addr": 0xFEB00004}, errno.ENOENT), ({"flags": DEASSIGN | DATAMATCH}, errno.ENOENT),
+    ({"flags": DEASSIGN, "datamatch": 7}, 0), ({"len": 2}, 0), ({"len": 0}, errno.EEXIST), ({"flags": PIO}, 0),
+    ({"flags": DATAMATCH, "datamatch": 7}, errno.EEXIST),
+])
+def test_ioeventfd_against_one_registered(values: dict[str, int], want: int) -> None:
+    """A wildcard of length 4 registered: deassigning matches bus, address, length and wildcard
+    (eventfd.c:942-951); registering collides on a length 0 or a match of the same length (835-850)."""
+    assert answer(values, taken=True) == want

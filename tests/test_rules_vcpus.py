@@ -11,7 +11,7 @@ from harness import rules
 from harness.abi.fdkind import FdKind
 from harness.rules.vcpus import create_vcpu
 
-MAX_ID = 4096
+MAX_ID, MAX_VCPUS = 4096, 1024
 
 
 @pytest.mark.parametrize(("vcpu_id", "taken", "want"), [
@@ -20,7 +20,17 @@ MAX_ID = 4096
 ])
 def test_create_vcpu(vcpu_id: int, taken: bool, want: int) -> None:
     """ids in [0, KVM_CAP_MAX_VCPU_ID), each once; the id check comes before the duplicate check."""
-    assert create_vcpu(vcpu_id, MAX_ID, taken).errno == want
+    assert create_vcpu(vcpu_id, MAX_ID, MAX_VCPUS, taken).errno == want
+
+
+@pytest.mark.parametrize(("vcpu_id", "created", "lowered", "want"), [
+    (0, MAX_VCPUS - 1, None, 0), (MAX_VCPUS, MAX_VCPUS, None, errno.EINVAL), (MAX_ID, MAX_VCPUS, None, errno.EINVAL),
+    (15, 0, 16, 0), (16, 0, 16, errno.EINVAL), (0, 0, 1, 0), (1, 0, 1, errno.EINVAL),
+])
+def test_create_vcpu_limits(vcpu_id: int, created: int, lowered: int | None, want: int) -> None:
+    """KVM_CAP_MAX_VCPUS vCPUs at most (kvm_main.c:4234-4235); ids below a lowered
+    KVM_CAP_MAX_VCPU_ID (x86.c:9337-9338), judged after the count and the duplicate."""
+    assert create_vcpu(vcpu_id, MAX_ID, MAX_VCPUS, created=created, lowered=lowered).errno == want
 
 
 @pytest.mark.parametrize(("fd", "want"), [(FdKind.VM, errno.ENOTTY), (FdKind.GUEST_MEMFD, errno.ENOTTY),

@@ -8,8 +8,9 @@ skip and say what was missing; they are never given a guessed number.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from harness.abi.fdkind import FdKind
 from harness.abi.ioc import Dir, IocEncoding
@@ -75,18 +76,32 @@ class Struct:
     def has(self, name: str) -> bool:
         return any(f.name == name for f in self.fields)
 
-    def words(self) -> Iterator[Word]:
+    def words(self) -> tuple[Word, ...]:
+        return self._words
+
+    @cached_property
+    def _words(self) -> tuple[Word, ...]:
+        """Made once per struct: a fill of 65,000 memslots reads every word of each call."""
+        out: list[Word] = []
         for f in self.fields:
             if f.count == 1:
-                yield Word(f.name, f, None, f.offset, f.elem_size)
+                out.append(Word(f.name, f, None, f.offset, f.elem_size))
             else:
-                for i in range(f.count):
-                    yield Word(f"{f.name}[{i}]", f, i, f.offset + i * f.elem_size, f.elem_size)
+                out += [Word(f"{f.name}[{i}]", f, i, f.offset + i * f.elem_size, f.elem_size) for i in range(f.count)]
+        return tuple(out)
+
+    @cached_property
+    def _by_label(self) -> dict[str, Word]:
+        return {w.label: w for w in self._words}
 
     def reserved_words(self) -> list[Word]:
         """Words that must be zero when sent: reserved words and pads, and output fields,
         which the kernel fills in (v3's `error_offset`: non-zero on input → EINVAL)."""
-        return [w for w in self.words() if w.field.role in MUST_BE_ZERO]
+        return list(self._reserved)
+
+    @cached_property
+    def _reserved(self) -> tuple[Word, ...]:
+        return tuple(w for w in self._words if w.field.role in MUST_BE_ZERO)
 
     def input_words(self) -> list[Word]:
         """Words a caller chooses: inputs and in/out fields."""
@@ -99,7 +114,7 @@ class Struct:
     def pack(self, values: Mapping[str, int]) -> bytes:
         """Bytes of the struct with `values` ("flags", "reserved[3]") set, the rest zero."""
         buf = bytearray(self.size)
-        words = {w.label: w for w in self.words()}
+        words = self._by_label
         for label, value in values.items():
             w = words[label]
             buf[w.offset : w.offset + w.size] = (value & ((1 << (8 * w.size)) - 1)).to_bytes(w.size, "little")

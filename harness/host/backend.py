@@ -9,6 +9,7 @@ nothing is raised on the fast path, and errno is exact.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Protocol
 
 from harness.abi.errnos import describe, errno_name
@@ -50,6 +51,9 @@ class Backend(Protocol):
 
     def open(self, path: str) -> int: ...
     def ioctl(self, fd: int, request: int, arg: int) -> int: ...
+    def ioctls(self, calls: Sequence[tuple[int, int, int]]) -> list[int]:
+        """Many ioctls (fd, request, argument) in order, each answered as `ioctl`: one
+        round trip for a remote backend, so a case of thousands of calls fits a guest."""
     def close(self, fd: int) -> None: ...
     def fstat(self, fd: int) -> os.stat_result: ...
     def read(self, fd: int, addr: int, length: int) -> int: ...
@@ -94,6 +98,9 @@ class KernelBackend:
         # wider int into NULL).
         r: int = _ioctl(fd, request, arg if _C_INT_MIN <= arg <= _C_INT_MAX else _as_word(arg & U64))
         return r if r >= 0 else -_get_errno()
+
+    def ioctls(self, calls: Sequence[tuple[int, int, int]]) -> list[int]:
+        return [self.ioctl(fd, request, arg) for fd, request, arg in calls]
 
     def close(self, fd: int) -> None:
         os.close(fd)

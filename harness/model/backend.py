@@ -23,7 +23,7 @@ import itertools
 import mmap as _mmap
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from harness.abi.facts import AbiFacts, Ioctl, Struct
@@ -187,6 +187,9 @@ class ModelBackend:
         self.after(name, arg)
         return result
 
+    def ioctls(self, calls: Sequence[tuple[int, int, int]]) -> list[int]:
+        return [self.ioctl(fd, request, arg) for fd, request, arg in calls]
+
     @staticmethod
     def vm_of(handle: Handle) -> VmState:
         """The VM a VM fd or a guest_memfd belongs to."""
@@ -311,7 +314,7 @@ class ModelBackend:
             return self._set_memory_region(name, fd, vm, v)
         except Refused:
             if name in self.dev.keep_rejected and v["memory_size"]:
-                vm.slots[v["slot"]] = Slot(v["slot"], v["flags"], v["guest_phys_addr"], v["memory_size"], v["userspace_addr"])
+                vm.add_slot(Slot(v["slot"], v["flags"], v["guest_phys_addr"], v["memory_size"], v["userspace_addr"]), self.space(v["slot"]))
             raise
 
     def _set_memory_region(self, name: str, fd: str, vm: VmState, v: dict[str, int]) -> int:
@@ -333,28 +336,32 @@ class ModelBackend:
             self.check(f"{name}.offset", offset % PAGE_SIZE != 0 or wraps(offset, size), fd)
         self.check(f"{name}.gpa-wrap", wraps(gpa, size), fd)
         self.check(f"{name}.npages", size // PAGE_SIZE > MEM_MAX_NR_PAGES, fd)
-        old = vm.slots.get(slot)
+        old, space = vm.slots.get(slot), self.space(slot)
         if size == 0:
             self.check(f"{name}.delete", old is None, fd)
-            del vm.slots[slot]
+            vm.drop_slot(slot, space)
             return 0
         if old is not None:
             # an existing slot: only moved or its dirty logging changed; guest_memfd slots are immutable
             self.check(f"{name}.modify", old.gmem is not None or old.size != size or old.uaddr != uaddr
                        or bool((old.flags ^ flags) & (ro | gmem_flag)), fd)
-            others = [s for n, s in vm.slots.items() if n != slot and n >> 16 == slot >> 16]
-            self.check(f"{name}.overlap", any(s.overlaps_gpa(gpa, size) for s in others), fd, errno.EEXIST)
+            self.check(f"{name}.overlap", vm.overlapping(space, gpa, size, skip=slot), fd, errno.EEXIST)
+            vm.drop_slot(slot, space)
             old.gpa, old.flags = gpa, flags
+            vm.add_slot(old, space)
             return 0
-        same_as = [s for n, s in vm.slots.items() if n >> 16 == slot >> 16]
-        self.check(f"{name}.overlap", any(s.overlaps_gpa(gpa, size) for s in same_as), fd, errno.EEXIST)
+        self.check(f"{name}.overlap", vm.overlapping(space, gpa, size), fd, errno.EEXIST)
         gmem = self.bound_file(name, fd, vm, v["guest_memfd"], offset, size) if bind else None
         self.check(f"{name}.max-gfn", gpa + size > 1 << MAX_GPA_BITS, fd)
         if gmem is not None:
             bound = any(s.overlaps_file(gmem, offset, size) for s in vm.slots.values())
             self.check(f"{name}.bound", bound, fd, errno.EEXIST)
-        vm.slots[slot] = Slot(slot, flags, gpa, size, uaddr, gmem, offset)
+        vm.add_slot(Slot(slot, flags, gpa, size, uaddr, gmem, offset), space)
         return 0
+
+    def space(self, slot: int) -> int:
+        """The address space whose map holds a slot: `slot >> 16` (a mutant cuts it, merging SMM's map into the first)."""
+        return slot >> 16 & self.dev.narrow.get("KVM_SET_USER_MEMORY_REGION2.as_id", U64)
 
     def bound_file(self, name: str, fd: str, vm: VmState, number: int, offset: int, size: int) -> GmemState | None:
         """kvm_gmem_prepare_memory_region(): an open fd (EBADF), a guest_memfd of this VM

@@ -31,11 +31,11 @@ def eventfd_inode(number: int) -> int | None:
 Ioeventfd = tuple[bool, int, int, int | None, int | None]  # (pio, addr, len, datamatch or None, eventfd)
 
 
-def collides(a: Ioeventfd, b: Ioeventfd) -> bool:
+def collides(a: Ioeventfd, b: Ioeventfd, any_length: bool = False) -> bool:
     """ioeventfd_check_collision(): one bus and address, and either length 0, or one length
-    and either a wildcard or one datamatch."""
+    and either a wildcard or one datamatch (`any_length`: a mutant's, on the address alone)."""
     same_len = a[2] == b[2] and (a[3] is None or b[3] is None or a[3] == b[3])
-    return a[0] == b[0] and a[1] == b[1] and (not a[2] or not b[2] or same_len)
+    return a[0] == b[0] and a[1] == b[1] and (not a[2] or not b[2] or same_len or any_length)
 
 
 def ioeventfd(model: ModelBackend, handle: Handle, arg: int) -> int:
@@ -58,10 +58,14 @@ def ioeventfd(model: ModelBackend, handle: Handle, arg: int) -> int:
     match = v["datamatch"] if flags & datamatch else None
     me = (bool(flags & pio), addr, length, match, ino)
     if flags & deassign:
-        model.check(f"{name}.no-such", me not in vm.ioeventfds, fd, errno.ENOENT)
-        vm.ioeventfds.remove(me)
+        # kvm_deassign_ioeventfd_idx(): bus, eventfd, address, length, wildcard, datamatch (a mutant: address alone)
+        loose = model.dev.skips(f"{name}.deassign-match", fd)
+        found = next((o for o in vm.ioeventfds if o == me or (loose and o[:2] == me[:2])), None)
+        model.check(f"{name}.no-such", found is None, fd, errno.ENOENT)
+        vm.ioeventfds.remove(found)  # type: ignore[arg-type]
         return 0
-    model.check(f"{name}.collision", any(collides(o, me) for o in vm.ioeventfds), fd, errno.EEXIST)
+    any_length = model.dev.skips(f"{name}.collision-length", fd)
+    model.check(f"{name}.collision", any(collides(o, me, any_length) for o in vm.ioeventfds), fd, errno.EEXIST)
     vm.ioeventfds.append(me)
     return 0
 

@@ -21,8 +21,7 @@ def set_memory_region_v1(model: ModelBackend, handle: Handle, arg: int) -> int:
     c = model.facts.constants
     v1 = model.copy_in(name, arg, fd)
     model.check(f"{name}.v1-flags", bool(v1["flags"] & ~(c["KVM_MEM_LOG_DIRTY_PAGES"] | c["KVM_MEM_READONLY"])), fd)
-    v2 = {w.label: 0 for w in model.facts.structs["kvm_userspace_memory_region2"].words()}
-    v2.update(v1)
+    v2 = dict.fromkeys((w.label for w in model.facts.structs["kvm_userspace_memory_region2"].words()), 0) | v1
     return model.memslot(name, fd, model.vm_of(handle), v2)
 
 

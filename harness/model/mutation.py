@@ -45,9 +45,9 @@ PRELOAD = ("pytest", "hypothesis", "harness.session.plugin", "harness.session.fu
 
 
 def suite_files() -> list[str]:
-    """The suites, property cases last: they cost the most, and a mutant a table case
-    kills stops (-x) before them."""
-    files = sorted((ROOT / "suites").glob("test_*.py"), key=lambda p: (p.name == "test_properties.py", p.name))
+    """The suites, property cases and then the limits last: they cost the most, and a mutant
+    a table case kills stops (-x) before them."""
+    files = sorted((ROOT / "suites").glob("test_*.py"), key=lambda p: (p.name == "test_limits.py", p.name == "test_properties.py", p.name))
     return [str(f) for f in files]
 
 

@@ -6,6 +6,7 @@ slots and fds exist only when a call succeeded, and the suite reads them back.
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ class VmState:
     type: int
     private: bool
     slots: dict[int, Slot] = field(default_factory=dict)  # by slot number (as_id << 16 | id)
+    by_gpa: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # per address space: (gpa, slot number), sorted
     attributes: Ranges = field(default_factory=Ranges)
     vcpus: set[int] = field(default_factory=set)  # vCPU ids created
     dirty_ring: int = 0  # KVM_CAP_DIRTY_LOG_RING's size in bytes, once enabled
@@ -53,6 +55,31 @@ class VmState:
     irqchip: bool = False  # KVM_CREATE_IRQCHIP made one
     irqfds: set[int] = field(default_factory=set)  # the eventfds (inodes) that are irqfds
     zones: list[tuple[int, int, int]] = field(default_factory=list)  # coalesced zones: (addr, size, pio)
+    max_vcpu_ids: int = 0  # kvm->arch.max_vcpu_ids: KVM_CAP_MAX_VCPU_ID enabled, or set by the first vCPU
+
+    def add_slot(self, s: Slot, space: int) -> None:
+        """A slot in `space`'s map (the slot's own address space, unless a mutant merges them)."""
+        self.drop_slot(s.slot, space)
+        self.slots[s.slot] = s
+        bisect.insort(self.by_gpa.setdefault(space, []), (s.gpa, s.slot))
+
+    def drop_slot(self, number: int, space: int) -> None:
+        old = self.slots.pop(number, None)
+        if old is not None:
+            starts = self.by_gpa[space]
+            del starts[bisect.bisect_left(starts, (old.gpa, number))]
+
+    def overlapping(self, space: int, gpa: int, size: int, skip: int | None = None) -> bool:
+        """kvm_check_memslot_overlap(): another slot of the space over [gpa, gpa + size),
+        by bisection: the slots of a space never overlap, so only the last one starting
+        before the range's end can reach into it (32764 slots per space stay cheap)."""
+        starts = self.by_gpa.get(space, [])
+        i = bisect.bisect_left(starts, (gpa + size, -1))
+        for _, number in reversed(starts[max(i - 2, 0):i]):
+            if number != skip:
+                other = self.slots[number]
+                return other.gpa + other.size > gpa
+        return False
 
 
 @dataclass(eq=False)
@@ -107,9 +134,6 @@ class Slot:
     uaddr: int
     gmem: GmemState | None = None
     offset: int = 0
-
-    def overlaps_gpa(self, gpa: int, size: int) -> bool:
-        return self.gpa < gpa + size and gpa < self.gpa + self.size
 
     def overlaps_file(self, gmem: GmemState, offset: int, size: int) -> bool:
         return self.gmem is gmem and self.offset < offset + size and offset < self.offset + self.size

@@ -28,12 +28,16 @@ def vcpu_mmap_size(model: ModelBackend, handle: Handle, arg: int) -> int:
 
 def create_vcpu(model: ModelBackend, handle: Handle, arg: int) -> int:
     """kvm_vm_ioctl_create_vcpu(): an id below KVM_MAX_VCPU_IDS (EINVAL), at most
-    KVM_MAX_VCPUS vCPUs (EINVAL), an id not taken yet (EEXIST)."""
+    KVM_MAX_VCPUS vCPUs (EINVAL), an id not taken yet (EEXIST); then kvm_arch_vcpu_precreate():
+    the VM's id limit, KVM_MAX_VCPU_IDS unless KVM_CAP_MAX_VCPU_ID lowered it (EINVAL). A
+    vCPU outlives its fd: it is the VM's until the VM goes."""
     name, fd = "KVM_CREATE_VCPU", handle.kind
     vm = model.vm_of(handle)
     model.check(f"{name}.id", arg >= MAX_VCPU_IDS, fd)
     model.check(f"{name}.count", len(vm.vcpus) >= MAX_VCPUS, fd)
     model.check(f"{name}.duplicate", arg in vm.vcpus, fd, errno.EEXIST)
+    vm.max_vcpu_ids = vm.max_vcpu_ids or MAX_VCPU_IDS
+    model.check(f"{name}.lowered", arg >= vm.max_vcpu_ids, fd)
     vm.vcpus.add(arg)
     return model.open_handle(Handle(FdKind.VCPU, vm=vm, vcpu=VcpuState(arg)))
 

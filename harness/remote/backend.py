@@ -44,6 +44,7 @@ from harness.remote.protocol import (
 from harness.rules import HostLimits
 
 SOURCE = Path(__file__).with_name("executor.c")
+IOCTL_BATCH = 4096  # ioctls per batch of `ioctls`: each batch answers within the case timeout even under TCG
 
 
 class ExecutorError(KvmconfError):
@@ -227,6 +228,15 @@ class RemoteBackend:
 
     def ioctl(self, fd: int, request: int, arg: int) -> int:
         return self.one(Op.IOCTL, fd, request, arg, what=f"ioctl 0x{request:x} on fd {fd}").result
+
+    def ioctls(self, calls: Sequence[tuple[int, int, int]]) -> list[int]:
+        """One batch; its size is bounded by the frame's payload, so a long list goes in chunks."""
+        out: list[int] = []
+        for start in range(0, len(calls), IOCTL_BATCH):
+            chunk = calls[start:start + IOCTL_BATCH]
+            answers = self.call([Request(Op.IOCTL, c) for c in chunk], f"{len(chunk)} ioctls from fd {chunk[0][0]}")
+            out += [a.result for a in answers]
+        return out
 
     def close(self, fd: int) -> None:
         self.later(Op.CLOSE, fd, what=f"close of fd {fd}")

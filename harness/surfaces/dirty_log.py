@@ -74,9 +74,11 @@ def dirty_log_cases(t: Plan) -> list[Case]:
 
 
 def reset_rings(t: Plan) -> list[Case]:
-    """KVM_RESET_DIRTY_RINGS with and without a ring, with an argument, on a vCPU."""
+    """KVM_RESET_DIRTY_RINGS with and without a ring, with an argument, on a vCPU; and whether it
+    exists exactly when KVM_CAP_DIRTY_LOG_RING says so (it takes no struct: asked with 0)."""
     cases = []
     for vt in t.vm_types:
+        cases.append(Case("caps", RESET, FdKind.VM, vt, tag="exists-iff-cap"))
         cases += [Case("caps", RESET, FdKind.VM, vt, (("arg", a),), knobs=k) for a in (0, 1) for k in ((), (("ring", 1),))]
         cases.append(Case("caps", RESET, FdKind.VCPU, vt, knobs=(("ring", 1),)))
     return cases

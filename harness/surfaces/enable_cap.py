@@ -32,12 +32,14 @@ class EnableCap(Surface):
         return ctx.plan.why_not_cap(self.cap(ctx), ctx.case.vm_type)
 
     def before(self, ctx: Ctx, port: Port) -> str | None:
-        """A case of a VM whose dirty ring is enabled enables it first."""
-        if ctx.case.knob("ring") is None:
+        """A case of a VM whose dirty ring is enabled, or whose vCPU ids are lowered, enables it first."""
+        lowered = ctx.case.knob("lowered")
+        cap, arg0 = ("KVM_CAP_MAX_VCPU_ID", int(lowered)) if lowered is not None else ("KVM_CAP_DIRTY_LOG_RING", RING_SIZE)
+        if lowered is None and ctx.case.knob("ring") is None:
             return None
-        number = ctx.plan.facts.cap_number("KVM_CAP_DIRTY_LOG_RING", model=ctx.plan.model)
-        r = port.vm_call(NAME, {"cap": number or 0, "args[0]": RING_SIZE})
-        return None if r == 0 else f"enabling a {RING_SIZE}-byte KVM_CAP_DIRTY_LOG_RING first answered {r}"
+        number = ctx.plan.facts.cap_number(cap, model=ctx.plan.model)
+        r = port.vm_call(NAME, {"cap": number or 0, "args[0]": arg0})
+        return None if r == 0 else f"enabling {cap} with {arg0:#x} first answered {r}"
 
     def baseline(self, ctx: Ctx) -> dict[str, int]:
         cap = self.cap(ctx)
@@ -49,7 +51,8 @@ class EnableCap(Surface):
         cap = next((n for n, v in numbers.items() if v == values.get("cap", 0)), None)
         return enable_cap(EnableCapInput(
             values, ctx.struct, ctx.case.fd, cap, (ctx.plan.caps.at(cap, ctx.case.vm_type) or 0) if cap else 0, ctx.plan.page,
-            ring_set=ctx.case.knob("ring") is not None, has_vcpu=ctx.case.fd == FdKind.VCPU or ctx.case.knob("vcpu") is not None))
+            ring_set=ctx.case.knob("ring") is not None, has_vcpu=ctx.case.fd == FdKind.VCPU or ctx.case.knob("vcpu") is not None,
+            lowered=int(ctx.case.knob("lowered", 0) or 0)))
 
 
 def enable_cap_args(t: Plan) -> list[Case]:
@@ -76,6 +79,14 @@ def enable_cap_args(t: Plan) -> list[Case]:
             cases.append(Case("reserved", NAME, FdKind.VM, vt, knobs=(("cap", cap), ("ring", 1))))
             cases.append(Case("reserved", NAME, FdKind.VM, vt, knobs=(("cap", cap), ("vcpu", 1))))
         cases.append(Case("reserved", NAME, FdKind.VM, vt, knobs=(("cap", "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP"), ("ring", 1))))
+        # the vCPU id limit: at KVM_MAX_VCPU_IDS and past it; after a vCPU set it, after an enable set it
+        ids: tuple[tuple[str, int | str], ...] = (("cap", "KVM_CAP_MAX_VCPU_ID"),)
+        limits: list[tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int | str], ...]]] = [
+            ((("args[0]", 1 << 12),), ()), ((("args[0]", (1 << 12) + 1),), ()),
+            ((("args[0]", 16),), (("vcpu", 1),)), ((("args[0]", 1 << 12),), (("vcpu", 1),)), ((("args[0]", 0),), (("vcpu", 1),)),
+            ((("args[0]", 16),), (("lowered", 16),)), ((("args[0]", 32),), (("lowered", 16),)), ((("args[0]", 0),), (("lowered", 16),)),
+        ]
+        cases += [Case("reserved", NAME, FdKind.VM, vt, v, knobs=ids + k) for v, k in limits]
     return cases
 
 

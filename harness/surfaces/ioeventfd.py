@@ -35,11 +35,12 @@ class Ioeventfd(Surface):
 
     def expect(self, ctx: Ctx, values: Mapping[str, int]) -> Expect:
         return ioeventfd(IoeventfdInput(values, ctx.struct, {n: ctx.plan.facts.const(n) for n in FLAG_NAMES},
-                                        str(ctx.case.knob("event_fd", "eventfd")), ctx.case.knob("taken") is not None))
+                                        str(ctx.case.knob("event_fd", "eventfd")),
+                                        self.baseline(ctx) if ctx.case.knob("taken") is not None else None))
 
 
 def ioeventfd_cases(t: Plan) -> list[Case]:
-    """len, wrap, len 0 with DATAMATCH, the fd's kinds, a collision, deassigning (with the same checks)."""
+    """len, wrap, len 0 with DATAMATCH, the fd's kinds, collisions, deassigning (with the same checks), what it matches."""
     c = t.facts.constants
     datamatch, pio, deassign = (c.get(n, 0) for n in FLAG_NAMES)
     rows: list[tuple[tuple[str, int], ...]] = [(("len", n),) for n in (0, 1, 2, 3, 5, 8, 16, U32)]
@@ -54,6 +55,14 @@ def ioeventfd_cases(t: Plan) -> list[Case]:
     undo: list[tuple[tuple[str, int], ...]] = [(("flags", deassign), ("len", 3)), (("flags", deassign | 1 << 20),),
                                                (("flags", deassign), ("addr", U64 - 3))]
     cases += [Case("reserved", NAME, FdKind.VM, vt, r, knobs=(("taken", 1),)) for vt in t.vm_types for r in undo]
+    # what deassigning matches: another length, bus, address or wildcard is ENOENT, a wildcard's datamatch is not read;
+    # what registering collides with: a wildcard of one length, never another length or bus
+    match: list[tuple[tuple[str, int], ...]] = [
+        (("flags", deassign), ("len", 2)), (("flags", deassign | pio),), (("flags", deassign), ("addr", ADDR + 4)),
+        (("flags", deassign | datamatch),), (("flags", deassign), ("datamatch", 7)),
+        (("len", 2),), (("len", 0),), (("flags", pio),), (("flags", datamatch), ("datamatch", 7)),
+    ]
+    cases += [Case("reserved", NAME, FdKind.VM, vt, r, knobs=(("taken", 1),)) for vt in t.vm_types for r in match]
     return cases
 
 

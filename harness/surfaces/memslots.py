@@ -12,13 +12,15 @@ from harness.cases.case import Case, hexv
 from harness.cases.plan import Plan
 from harness.cases.values import page_residues, wrap_points
 from harness.rules import MEM_MAX_NR_PAGES, USER_MEM_SLOTS, Expect, MemslotInput, set_user_memory_region, set_user_memory_region2
-from harness.surfaces.base import Ctx, Need, Port, Surface
+from harness.surfaces.base import CaseEnv, Ctx, Need, Port, Surface
 
 FLAG_NAMES = ("KVM_MEM_LOG_DIRTY_PAGES", "KVM_MEM_READONLY", "KVM_MEM_GUEST_MEMFD")
 NEEDS_GMEM = (Need(ioctl="KVM_CREATE_GUEST_MEMFD", fd=FdKind.VM),)
 # the bound fd a property case draws: a valid binding half the time
 BINDINGS = tuple((("binding", kind),) for kind in ("ok", "ok", "ok", "closed", "not-gmem", "other-vm"))
 HUGE = 1 << 30
+FILL_GPA = 1 << 32  # where the fill's slot 0 starts: clear of SLOT_GPA and of the 32-bit hole
+V1 = "KVM_SET_USER_MEMORY_REGION"
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,34 @@ def memslot_versions(t: Plan) -> list[Case]:
     return [Case("parity", "KVM_SET_USER_MEMORY_REGION", FdKind.VM, vt, r, tag="shared-fields") for vt in t.vm_types for r in rows]
 
 
+def memslot_fill(t: Plan) -> list[Case]:
+    """Every slot KVM_CAP_NR_MEMSLOTS and KVM_CAP_MULTI_ADDRESS_SPACE give, on one VM of each type (suites/test_caps.py)."""
+    return [Case("caps", V1, FdKind.VM, vt, tag="every-slot") for vt in t.vm_types]
+
+
+def every_slot(plan: Plan, case: Case, uaddr: int) -> list[tuple[dict[str, int], Expect]]:
+    """The fill's calls, each with the rule's answer: ids 0 to KVM_CAP_NR_MEMSLOTS - 1 in each
+    of the KVM_CAP_MULTI_ADDRESS_SPACE address spaces (as_id in bits 16-31; 0 means 1), one
+    page each at FILL_GPA + id pages, every space over the same pages (SMM's map is its
+    own), all backed by the page at `uaddr`; then the first id past them and the first
+    address space past them. Ids are all a slot count has: with every id taken, one slot
+    more is one of these two."""
+    page, vt = plan.page, case.vm_type
+    slots = plan.caps.at("KVM_CAP_NR_MEMSLOTS", vt) or 0
+    spaces = plan.caps.at("KVM_CAP_MULTI_ADDRESS_SPACE", vt) or 1
+    io = plan.facts.ioctls[V1]
+    assert io.struct is not None
+    ctx = Ctx(plan, case, io, plan.facts.structs[io.struct], CaseEnv(uaddr=uaddr))
+    surface = next(s for s in SURFACES if s.name == V1)
+
+    def call(slot: int, gpa: int) -> tuple[dict[str, int], Expect]:
+        values = {"slot": slot, "flags": 0, "guest_phys_addr": gpa, "memory_size": page, "userspace_addr": uaddr}
+        return values, surface.expect(ctx, values)
+
+    calls = [call(space << 16 | i, FILL_GPA + i * page) for space in range(spaces) for i in range(slots)]
+    return [*calls, call(slots, FILL_GPA + slots * page), call(spaces << 16, FILL_GPA - page)]
+
+
 SURFACES = (
     Memslot2("KVM_SET_USER_MEMORY_REGION2", "memslots", "set_user_memory_region2",
              "KVM_SET_USER_MEMORY_REGION2: slot, flags, alignment, wrap, pads, the guest_memfd binding", user_memory=True,
@@ -143,4 +173,4 @@ SURFACES = (
              "KVM_SET_USER_MEMORY_REGION (v1): LOG_DIRTY_PAGES and READONLY only, then as v2", user_memory=True),
 )
 
-TABLES = {"memslot_versions": memslot_versions}
+TABLES = {"memslot_versions": memslot_versions, "memslot_fill": memslot_fill}
