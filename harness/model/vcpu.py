@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from harness.abi.fdkind import FdKind
-from harness.abi.linux import PAGE_SIZE
+from harness.abi.linux import PAGE_SIZE, U32
 from harness.model.state import Handle, VcpuState
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ def create_vcpu(model: ModelBackend, handle: Handle, arg: int) -> int:
     model.check(f"{name}.count", len(vm.vcpus) >= MAX_VCPUS, fd)
     model.check(f"{name}.duplicate", arg in vm.vcpus, fd, errno.EEXIST)
     vm.max_vcpu_ids = vm.max_vcpu_ids or MAX_VCPU_IDS
-    model.check(f"{name}.lowered", arg >= vm.max_vcpu_ids, fd)
+    # kvm_arch_vcpu_precreate() takes an unsigned int: only the check above sees the id whole
+    model.check(f"{name}.lowered", arg & U32 >= vm.max_vcpu_ids, fd)
     vm.vcpus.add(arg)
     return model.open_handle(Handle(FdKind.VCPU, vm=vm, vcpu=VcpuState(arg)))
 
