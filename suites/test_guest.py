@@ -6,15 +6,31 @@ load that shows what the call left behind."""
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import asdict, replace
+from typing import NoReturn
 
 import pytest
 
+from harness.abi.exits import Exit
 from harness.abi.fdkind import FdKind
-from harness.abi.guest_programs import HOST_PATTERN, MMIO_REPLY, PROGRAMS, TEST_GPA
+from harness.abi.guest_programs import HOST_PATTERN, MMIO_REPLY, PROGRAMS, TEST_GPA, TEST_PAGES, TEST_SLOT, Program
 from harness.host import guest
-from harness.rules.guest import guest_run, mismatch, run_without_memslots, slot_page
+from harness.host.fds import Vcpu
+from harness.rules.guest import (
+    ExpectRun,
+    dirty_log,
+    dirty_ring,
+    guest_run,
+    mismatch,
+    run_without_memslots,
+    slot_pages,
+    written_pages,
+)
+from harness.rules.prefault import PreFaultInput, pre_fault_left, pre_fault_memory
 from harness.session.engine import Case, run_ioctl_case, verdict
 from harness.session.target import Target
+from harness.surfaces.dirty_log import RING_SIZE
+from harness.surfaces.guest import DIRTY_LOGS, DIRTY_RING, pre_fault_range, zone
 
 
 def require_memory(target: Target, memory: str, vm_type: int) -> None:
@@ -46,19 +62,151 @@ def test_guest_run(target: Target, case: Case) -> None:
             require_memory(target, memory, case.vm_type)
             uaddr = guest.set_test_slot(stack, vm, memory, HOST_PATTERN)
             vcpu = guest.boot(stack, target.kvm, vm, program)
-            expected = guest_run(program.steps, {TEST_GPA: slot_page(memory, HOST_PATTERN)}, target.page,
-                                 facts.const("KVM_MEMORY_EXIT_FLAG_PRIVATE"), MMIO_REPLY)
+            expected = expect_run(target, program, memory)
             what = f"program {program.name} ({program.asm}) with a {memory} test slot"
         seen = guest.run(vcpu)
-        problem = mismatch(expected, seen)
-        for gpa, value in expected.memory if problem is None else ():
-            got = int.from_bytes(target.backend.memory.read(uaddr + gpa - TEST_GPA, 4), "little")
-            if got != value:
-                problem = f"the guest saw 0x{value:x} at GPA 0x{gpa:x}; the VMM's mapping of the slot holds 0x{got:x}"
+        problem = mismatch(expected, seen) or memory_problem(target, expected, uaddr)
     if problem:
-        pytest.fail(f"KVM_RUN on {vcpu.label} running {what}: {problem}\n"
-                    f"  rule:   {expected.rule}: {expected.clause}\n"
-                    f"  exits:  {'; '.join(map(str, seen))}", pytrace=False)
+        fail(vcpu, what, problem, expected, seen)
+
+
+def expect_run(target: Target, program: Program, memory: str, zones: tuple[tuple[int, int, int], ...] = ()) -> ExpectRun:
+    """The rule's run of `program` over a test slot of kind `memory` holding HOST_PATTERN."""
+    pages = slot_pages(memory, HOST_PATTERN, TEST_GPA, TEST_PAGES, target.page)
+    return guest_run(program.steps, pages, target.page, target.facts.const("KVM_MEMORY_EXIT_FLAG_PRIVATE"), MMIO_REPLY, zones)
+
+
+def memory_problem(target: Target, expected: ExpectRun, uaddr: int) -> str | None:
+    """The first dword the VMM's mapping of the test slot holds other than the guest saw."""
+    for gpa, value in expected.memory:
+        got = int.from_bytes(target.backend.memory.read(uaddr + gpa - TEST_GPA, 4), "little")
+        if got != value:
+            return f"the guest saw 0x{value:x} at GPA 0x{gpa:x}; the VMM's mapping of the slot holds 0x{got:x}"
+    return None
+
+
+def fail(vcpu: Vcpu, what: str, problem: str, expected: ExpectRun, seen: list[Exit]) -> NoReturn:
+    pytest.fail(f"KVM_RUN on {vcpu.label} running {what}: {problem}\n"
+                f"  rule:   {expected.rule}: {expected.clause}\n"
+                f"  exits:  {'; '.join(map(str, seen))}", pytrace=False)
+
+
+@pytest.mark.cases("guest_dirty_logs")
+def test_guest_dirty_log(target: Target, case: Case) -> None:
+    """A program's stores into a slot with KVM_MEM_LOG_DIRTY_PAGES mark exactly their pages:
+    each KVM_GET_DIRTY_LOG of the mode's steps returns the rule's bitmap, or the vCPU's dirty
+    ring holds the rule's entries."""
+    vt, facts = case.vm_type, target.facts
+    target.require_vm(vt)
+    program, mode = PROGRAMS[str(case.knob("program"))], str(case.knob("dirty"))
+    protect, ops = DIRTY_LOGS.get(mode, ((), ("run",)))
+    bits = sum(facts.const(c) for c in protect)
+    if mode == DIRTY_RING:
+        target.require_cap("KVM_CAP_DIRTY_LOG_RING", vt)
+    else:
+        target.require_ioctl("KVM_GET_DIRTY_LOG", FdKind.VM, vt)
+        target.require_ioctl("KVM_CLEAR_DIRTY_LOG", FdKind.VM, vt)
+    if bits:
+        target.require_cap("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", vt, bits=bits)
+    written = written_pages(program.steps, TEST_GPA, TEST_PAGES, target.page)
+    expected_run = replace(expect_run(target, program, "shared"), rule="guest_dirty_log")
+    what = f"program {program.name} ({program.asm}) with a logging test slot ({mode})"
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(vt))
+        if mode == DIRTY_RING:
+            guest.enable_cap(vm, "KVM_CAP_DIRTY_LOG_RING", RING_SIZE)
+        if bits:
+            guest.enable_cap(vm, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", bits)
+        guest.set_test_slot(stack, vm, "shared", HOST_PATTERN, facts.const("KVM_MEM_LOG_DIRTY_PAGES"))
+        vcpu = guest.boot(stack, target.kvm, vm, program)
+        ring = guest.map_dirty_ring(stack, vcpu, RING_SIZE) if mode == DIRTY_RING else 0
+        seen: list[Exit] = []
+        got: list[int] = []
+        for op in ops:
+            if op == "run":
+                if seen:
+                    guest.rerun(vcpu)
+                seen = guest.run(vcpu)
+                problem = mismatch(expected_run, seen)
+                if problem:
+                    fail(vcpu, what, problem, expected_run, seen)
+            elif op == "get":
+                got.append(guest.get_dirty_log(vm, TEST_SLOT, TEST_PAGES))
+            else:
+                guest.clear_dirty_log(vm, TEST_SLOT, TEST_PAGES, int(op.split()[1], 0))
+        entries = guest.dirty_ring_entries(vcpu, ring, RING_SIZE) if ring else []
+    if mode == DIRTY_RING:
+        want = list(dirty_ring(written, TEST_SLOT, facts.const("KVM_DIRTY_GFN_F_DIRTY")))
+        if entries != want:
+            pytest.fail(f"the dirty ring of {vcpu.label} after {what} holds (flags, slot, offset) {entries}, not {want}\n"
+                        f"  rule:   guest_dirty_log: one KVM_DIRTY_GFN_F_DIRTY entry per page written, naming its slot "
+                        f"and offset", pytrace=False)
+        return
+    expected = dirty_log(ops, written, TEST_PAGES, bool(bits), len(protect) > 1)
+    if got != list(expected.bitmaps):
+        shown = ", ".join(f"{b:#06b}" for b in got)
+        want_shown = ", ".join(f"{b:#06b}" for b in expected.bitmaps)
+        pytest.fail(f"KVM_GET_DIRTY_LOG of slot {TEST_SLOT} on {vm.label} through {' / '.join(ops)} after {what} "
+                    f"returned {shown}, not {want_shown}\n  rule:   {expected.rule}: {expected.clause}", pytrace=False)
+
+
+@pytest.mark.cases("guest_coalesced")
+def test_guest_coalesced_mmio(target: Target, case: Case) -> None:
+    """A program's exits with a coalesced zone registered are the rule's, and the coalesced
+    ring at KVM_COALESCED_MMIO_PAGE_OFFSET of kvm_run's mapping holds exactly the entries
+    its writes into the zone left."""
+    vt = case.vm_type
+    target.require_vm(vt)
+    program, name = PROGRAMS[str(case.knob("program"))], str(case.knob("zone"))
+    z = zone(name, target.page)
+    target.require_ioctl("KVM_REGISTER_COALESCED_MMIO", FdKind.VM, vt)
+    if z[2]:
+        target.require_cap("KVM_CAP_COALESCED_PIO", vt)
+    expected = expect_run(target, program, "shared", (z,))
+    what = f"program {program.name} ({program.asm}) with coalesced zone {name} (addr 0x{z[0]:x}, size {z[1]}, pio {z[2]})"
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(vt))
+        guest.register_zone(vm, z)
+        guest.set_test_slot(stack, vm, "shared", HOST_PATTERN)
+        vcpu = guest.boot(stack, target.kvm, vm, program)
+        seen = guest.run(vcpu)
+        problem = mismatch(expected, seen)
+        first, last, entries = guest.coalesced_ring(vcpu)
+    want = [asdict(c) for c in expected.coalesced]
+    if problem is None and (first, last, entries) != (0, len(want), want):
+        problem = f"the coalesced ring holds first={first} last={last} {entries}, not first=0 last={len(want)} {want}"
+    if problem:
+        fail(vcpu, what, problem, expected, seen)
+
+
+@pytest.mark.cases("guest_pre_faults")
+def test_guest_pre_fault(target: Target, case: Case) -> None:
+    """KVM_PRE_FAULT_MEMORY over what a program touches answers as its rule says, leaves the
+    range the rule leaves, and the program then runs as it would without it."""
+    vt, facts, page = case.vm_type, target.facts, target.page
+    target.require_vm(vt)
+    target.require_ioctl("KVM_PRE_FAULT_MEMORY", FdKind.VCPU, vt)
+    program, memory = PROGRAMS[str(case.knob("program"))], str(case.knob("memory"))
+    require_memory(target, memory, vt)
+    gpa, size = pre_fault_range(program, page)
+    p = PreFaultInput({"gpa": gpa, "size": size, "flags": 0}, facts.structs["kvm_pre_fault_memory"], page,
+                      TEST_GPA, TEST_GPA + TEST_PAGES * page)
+    answer, want_left = pre_fault_memory(p), pre_fault_left(p)
+    expected = replace(expect_run(target, program, memory), rule="guest_pre_fault")
+    what = f"program {program.name} ({program.asm}) with a {memory} test slot, [0x{gpa:x}, +0x{size:x}) pre-faulted"
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(vt))
+        uaddr = guest.set_test_slot(stack, vm, memory, HOST_PATTERN)
+        vcpu = guest.boot(stack, target.kvm, vm, program)
+        r, left = guest.pre_fault(vcpu, gpa, size)
+        if not answer.matches(r) or (left["gpa"], left["size"]) != (want_left["gpa"], want_left["size"]):
+            pytest.fail(f"KVM_PRE_FAULT_MEMORY of [0x{gpa:x}, +0x{size:x}) on {vcpu.label} answered {r} leaving "
+                        f"gpa=0x{left['gpa']:x} size=0x{left['size']:x}, not {answer} leaving gpa=0x{want_left['gpa']:x} "
+                        f"size=0x{want_left['size']:x}\n  rule:   {answer.rule}: {answer.clause}", pytrace=False)
+        seen = guest.run(vcpu)
+        problem = mismatch(expected, seen) or memory_problem(target, expected, uaddr)
+    if problem:
+        fail(vcpu, what, problem, expected, seen)
 
 
 @pytest.mark.cases("attribute_no_trace")

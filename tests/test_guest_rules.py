@@ -8,10 +8,21 @@ import errno
 import pytest
 
 from harness.abi.exits import decode, run_fields
-from harness.abi.guest_programs import GDT_GPA, MMIO_GPA, MMIO_REPLY, PROGRAMS, SEL_CODE, TEST_GPA, memory_image, program_at, sregs
+from harness.abi.guest_programs import (
+    GDT_GPA,
+    MMIO_GPA,
+    MMIO_REPLY,
+    PROGRAMS,
+    SEL_CODE,
+    TEST_GPA,
+    TEST_PAGES,
+    memory_image,
+    program_at,
+    sregs,
+)
 from harness.abi.linux import PAGE_SIZE
 from harness.abi.profile import load_profile
-from harness.rules.guest import Page, guest_run, mismatch, slot_page
+from harness.rules.guest import Coalesced, Page, dirty_log, dirty_ring, guest_run, mismatch, slot_page, written_pages
 
 FACTS = load_profile("released")
 PRIVATE = FACTS.const("KVM_MEMORY_EXIT_FLAG_PRIVATE")
@@ -72,3 +83,27 @@ def test_mismatch_says_which_exit() -> None:
     assert mismatch(run, [hlt]) is None
     assert mismatch(run, []) == "exit 1 of 1: expected KVM_EXIT_HLT, got no further exit"
     assert mismatch(run, [hlt, hlt]) == "exit 2: expected none, got KVM_EXIT_HLT"
+
+
+def test_dirty_log_marks_exactly_the_pages_written() -> None:
+    """Without manual protection GET clears; with it bits stay until CLEAR clears exactly its own."""
+    written = written_pages(PROGRAMS["store-pages-1-3"].steps, TEST_GPA, TEST_PAGES, PAGE_SIZE)
+    assert written == (1, 3)
+    assert dirty_log(("run", "get", "get", "run", "get"), written, 4, False, False).bitmaps == (0b1010, 0, 0b1010)
+    manual = dirty_log(("run", "get", "get", "clear 0x6", "get"), written, 4, True, False)
+    assert manual.bitmaps == (0b1010, 0b1010, 0b1000)
+    assert dirty_log(("get", "clear 0xf", "get", "run", "get"), written, 4, True, True).bitmaps == (0b1111, 0, 0b1010)
+    assert dirty_ring(written, 1, 1) == ((1, 1, 1), (1, 1, 3))
+
+
+def test_coalesced_writes_give_no_exit() -> None:
+    """A store inside a zone lands in the ring; one running past its end, or a load, exits MMIO."""
+    store, load = PROGRAMS["store-mmio"].steps, PROGRAMS["load-mmio"].steps
+    inside = guest_run(store, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, ((MMIO_GPA, 8, 0),))
+    assert [e.reason for e in inside.exits] == ["KVM_EXIT_HLT"]
+    assert inside.coalesced == (Coalesced(MMIO_GPA, 4, 0, 0x11223344),) and inside.rule == "guest_coalesced_mmio"
+    for steps, zone in ((store, (MMIO_GPA, 2, 0)), (store, (MMIO_GPA, 8, 1)), (load, (MMIO_GPA, 8, 0))):
+        run = guest_run(steps, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, (zone,))
+        assert run.exits[0].reason == "KVM_EXIT_MMIO" and run.coalesced == ()
+    out = guest_run(PROGRAMS["out"].steps, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, ((0x10, 1, 1),))
+    assert out.coalesced == (Coalesced(0x10, 1, 1, 0x42),) and [e.reason for e in out.exits] == ["KVM_EXIT_HLT"]

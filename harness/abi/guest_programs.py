@@ -62,8 +62,8 @@ def _load(gpa: int) -> tuple[Step, ...]:
     return Step("load", gpa=gpa, size=4), Step("out", port=DATA_PORT, size=4), Step("hlt")
 
 
-def _store(gpa: int) -> tuple[Step, ...]:
-    return Step("store", gpa=gpa, size=4, value=STORED), Step("hlt")
+def _store(*gpas: int) -> tuple[Step, ...]:
+    return *(Step("store", gpa=gpa, size=4, value=STORED) for gpa in gpas), Step("hlt")
 
 
 PROGRAMS: dict[str, Program] = {p.name: p for p in (
@@ -71,6 +71,10 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
             (Step("out", port=OUT_PORT, size=1, value=0x42), Step("hlt"))),
     Program("load-test", bytes.fromhex("8b042500000000 e711 f4"), "mov 0x0,%eax; out %eax,$0x11; hlt", _load(TEST_GPA)),
     Program("store-test", bytes.fromhex("c7042500000000 44332211 f4"), "movl $0x11223344,0x0; hlt", _store(TEST_GPA)),
+    Program("store-page2", bytes.fromhex("c7042500200000 44332211 f4"), "movl $0x11223344,0x2000; hlt",
+            _store(TEST_GPA + 2 * PAGE_SIZE)),
+    Program("store-pages-1-3", bytes.fromhex("c7042500100000 44332211 c7042500300000 44332211 f4"),
+            "movl $0x11223344,0x1000; movl $0x11223344,0x3000; hlt", _store(TEST_GPA + PAGE_SIZE, TEST_GPA + 3 * PAGE_SIZE)),
     Program("load-mmio", bytes.fromhex("8b042500000010 e711 f4"), "mov 0x10000000,%eax; out %eax,$0x11; hlt",
             _load(MMIO_GPA)),
     Program("store-mmio", bytes.fromhex("c7042500000010 44332211 f4"), "movl $0x11223344,0x10000000; hlt",

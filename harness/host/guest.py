@@ -67,15 +67,15 @@ def set_slot(vm: Vm, slot: int, gpa: int, size: int, uaddr: int, flags: int = 0,
                              f"flags 0x{flags:x}) failed: {errno_name(r)}")
 
 
-def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
+def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int, log_flags: int = 0) -> int:
     """The test slot as a case names it (`harness.rules.guest.slot_page`), holding
     `host_data` at TEST_GPA where the VMM can write: plain memory, or a guest_memfd
     bound to the slot ("gmem-*"); "gmem-mmap*" is a shared guest_memfd written through its
     mmap (which is also the slot's userspace_addr), "-punched" then punches the first page
     out; "*private" makes the pages PRIVATE, "*reshared" PRIVATE and then shared again;
     "*deleted" deletes the slot afterwards, "recreated" then adds it again over fresh memory;
-    "readonly" is a KVM_MEM_READONLY slot. The user address of the slot's memory (0 when
-    there is none)."""
+    "readonly" is a KVM_MEM_READONLY slot; `log_flags` (KVM_MEM_LOG_DIRTY_PAGES) are added to
+    the slot's flags. The user address of the slot's memory (0 when there is none)."""
     size = TEST_PAGES * PAGE_SIZE
     if memory == "none":
         return 0
@@ -100,7 +100,7 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int) -> int:
         r = vm.backend.fallocate(gmem.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PAGE_SIZE)
         if r < 0:
             raise OSError(-r, f"fallocate(PUNCH_HOLE|KEEP_SIZE, 0, {PAGE_SIZE}) of {gmem.label} failed: {errno_name(r)}")
-    set_slot(vm, TEST_SLOT, TEST_GPA, size, uaddr, flags, gmem_fd)
+    set_slot(vm, TEST_SLOT, TEST_GPA, size, uaddr, flags | log_flags, gmem_fd)
     if memory.endswith("deleted") or memory == "recreated":
         set_slot(vm, TEST_SLOT, TEST_GPA, 0, uaddr)
     if memory == "recreated":
@@ -192,3 +192,90 @@ def run(vcpu: Vcpu, limit: int = 8, mmio_reply: int = MMIO_REPLY) -> list[Exit]:
             if seen.reason == "KVM_EXIT_MMIO" and not field(raw, "mmio.is_write"):
                 memory.write(vcpu.run_addr + fields["mmio.data[0]"][0], mmio_reply.to_bytes(8, "little"))
     return exits
+
+
+def rerun(vcpu: Vcpu) -> None:
+    """The vCPU back at the program's entry (KVM_SET_REGS), to run it again after its hlt."""
+    _checked_struct(vcpu, "KVM_SET_REGS", regs())
+
+
+def enable_cap(vm: Vm, cap: str, arg0: int) -> None:
+    """KVM_ENABLE_CAP on the VM, checked."""
+    _checked_struct(vm, "KVM_ENABLE_CAP", {"cap": vm.facts.caps[cap], "args[0]": arg0})
+
+
+def get_dirty_log(vm: Vm, slot: int, npages: int) -> int:
+    """KVM_GET_DIRTY_LOG of a slot: its bitmap as a number (bit n: page n), from the
+    ALIGN(npages, 64) / 8 bytes the kernel writes, as little-endian longs."""
+    nbytes = (npages + 63) // 64 * 8
+    with vm.backend.memory.at_guard(bytes(nbytes)) as bitmap:
+        _checked_struct(vm, "KVM_GET_DIRTY_LOG", {"slot": slot, "dirty_bitmap": bitmap.addr})
+        return int.from_bytes(bitmap.read(), "little")
+
+
+def clear_dirty_log(vm: Vm, slot: int, npages: int, mask: int) -> None:
+    """KVM_CLEAR_DIRTY_LOG of the whole slot with the bits of `mask`."""
+    with vm.backend.memory.at_guard(mask.to_bytes((npages + 63) // 64 * 8, "little")) as bitmap:
+        values = {"slot": slot, "first_page": 0, "num_pages": npages, "dirty_bitmap": bitmap.addr}
+        _checked_struct(vm, "KVM_CLEAR_DIRTY_LOG", values)
+
+
+def map_dirty_ring(stack: ExitStack, vcpu: Vcpu, ring_bytes: int) -> int:
+    """The vCPU's dirty ring mapped shared at KVM_DIRTY_LOG_PAGE_OFFSET of its fd."""
+    offset = vcpu.facts.constants["KVM_DIRTY_LOG_PAGE_OFFSET"] * PAGE_SIZE
+    addr = vcpu.backend.mmap(vcpu.fd, ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, offset)
+    if addr < 0:
+        raise OSError(-addr, f"mmap of the dirty ring ({ring_bytes} bytes at 0x{offset:x}) of {vcpu.label} failed: "
+                             f"{errno_name(addr)}")
+    stack.callback(vcpu.backend.munmap, addr, ring_bytes)
+    return addr
+
+
+def dirty_ring_entries(vcpu: Vcpu, ring: int, ring_bytes: int) -> list[tuple[int, int, int]]:
+    """The ring's entries (flags, slot, offset) from the first, up to the first whose flags
+    are 0 (never pushed)."""
+    gfn = vcpu.facts.structs["kvm_dirty_gfn"]
+    data = vcpu.backend.memory.read(ring, ring_bytes)
+    out = []
+    for at in range(0, ring_bytes, gfn.size):
+        e = gfn.unpack(data[at : at + gfn.size])
+        if not e["flags"]:
+            break
+        out.append((e["flags"], e["slot"], e["offset"]))
+    return out
+
+
+def coalesced_ring(vcpu: Vcpu) -> tuple[int, int, list[dict[str, int]]]:
+    """The coalesced MMIO ring at KVM_COALESCED_MMIO_PAGE_OFFSET of the vCPU's mapping:
+    first, last and the entries from first up to last (each with `data` as one number)."""
+    facts = vcpu.facts
+    head, entry = facts.structs["kvm_coalesced_mmio_ring"], facts.structs["kvm_coalesced_mmio"]
+    page = vcpu.backend.memory.read(vcpu.run_addr + facts.constants["KVM_COALESCED_MMIO_PAGE_OFFSET"] * PAGE_SIZE, PAGE_SIZE)
+    ring = head.unpack(page[: head.size])
+    room = (PAGE_SIZE - head.size) // entry.size  # KVM_COALESCED_MMIO_MAX
+    entries: list[dict[str, int]] = []
+    i = ring["first"]
+    while i != ring["last"] and i < room and len(entries) < room:
+        at = head.size + i * entry.size
+        e = entry.unpack(page[at : at + entry.size])
+        data = sum(e[f"data[{b}]"] << 8 * b for b in range(8))
+        entries.append({"phys_addr": e["phys_addr"], "len": e["len"], "pio": e["pio"], "data": data})
+        i = (i + 1) % room
+    return ring["first"], ring["last"], entries
+
+
+def register_zone(vm: Vm, zone: tuple[int, int, int]) -> None:
+    """KVM_REGISTER_COALESCED_MMIO of (addr, size, pio), checked."""
+    addr, size, pio = zone
+    _checked_struct(vm, "KVM_REGISTER_COALESCED_MMIO", {"addr": addr, "size": size, "pio": pio})
+
+
+def pre_fault(vcpu: Vcpu, gpa: int, size: int) -> tuple[int, dict[str, int]]:
+    """KVM_PRE_FAULT_MEMORY of [gpa, gpa + size), repeated while it makes progress (as the
+    selftest does): the last result and the range left."""
+    left = {"gpa": gpa, "size": size, "flags": 0}
+    while True:
+        before = left["size"]
+        r, left = vcpu.struct_call("KVM_PRE_FAULT_MEMORY", left)
+        if r < 0 or not left["size"] or left["size"] == before:
+            return r, left

@@ -347,6 +347,10 @@ class ModelBackend:
                        or bool((old.flags ^ flags) & (ro | gmem_flag)), fd)
             self.check(f"{name}.overlap", vm.overlapping(space, gpa, size, skip=slot), fd, errno.EEXIST)
             vm.drop_slot(slot, space)
+            if not flags & log:
+                old.dirty = 0  # the bitmap goes with the flag (kvm_main.c:1690-1691)
+            elif not old.flags & log:
+                old.dirty = dirty_log.new_bitmap(self, vm, size // PAGE_SIZE)
             old.gpa, old.flags = gpa, flags
             vm.add_slot(old, space)
             return 0
@@ -356,7 +360,8 @@ class ModelBackend:
         if gmem is not None:
             bound = any(s.overlaps_file(gmem, offset, size) for s in vm.slots.values())
             self.check(f"{name}.bound", bound, fd, errno.EEXIST)
-        vm.add_slot(Slot(slot, flags, gpa, size, uaddr, gmem, offset), space)
+        dirty = dirty_log.new_bitmap(self, vm, size // PAGE_SIZE) if flags & log else 0
+        vm.add_slot(Slot(slot, flags, gpa, size, uaddr, gmem, offset, dirty), space)
         return 0
 
     def space(self, slot: int) -> int:
@@ -500,14 +505,19 @@ class ModelBackend:
     def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
         """do_mmap() then kvm_gmem_mmap(): noexec mount (EPERM), GUEST_MEMFD_FLAG_MMAP
         (ENODEV), MAP_SHARED (EINVAL); a success maps the file's pages (a memfd behind it). A
-        vCPU's fd maps its `kvm_run` (kvm_vcpu_mmap: pages within the mmap size)."""
+        vCPU's fd maps its `kvm_run` (kvm_vcpu_mmap: pages within the mmap size), and its dirty
+        ring shared at KVM_DIRTY_LOG_PAGE_OFFSET once the VM has one."""
         handle = self.files.get(fd)
         if handle is not None and handle.vcpu is not None:
-            if offset % PAGE_SIZE or length == 0 or offset + length > vcpu.MMAP_PAGES * PAGE_SIZE:
+            ring = self.facts.constants["KVM_DIRTY_LOG_PAGE_OFFSET"] * PAGE_SIZE
+            in_ring = offset == ring and 0 < length <= self.vm_of(handle).dirty_ring and bool(flags & MAP_SHARED)
+            if not in_ring and (offset % PAGE_SIZE or length == 0 or offset + length > vcpu.MMAP_PAGES * PAGE_SIZE):
                 return -errno.EINVAL
             addr = self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
             if addr >= 0 and offset == 0:
                 handle.vcpu.run_addr = addr  # where KVM_RUN reports its exits
+            if addr >= 0 and in_ring:
+                handle.vcpu.dirty_ring_addr = addr  # where a guest write pushes its entries
             return addr
         gmem = self.gmem(fd)
         if gmem is None:

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from harness.model.backend import ModelBackend
 
 
+CAPS = {"KVM_CAP_COALESCED_PIO": 1}  # x86 has coalesced PIO zones too (kvm_main.c:4945-4946)
+
+
 def zone(model: ModelBackend, name: str, handle: Handle, arg: int) -> tuple[int, int, int]:
     """The zone copied in and checked: pio, size, int width, wrap."""
     fd = handle.kind

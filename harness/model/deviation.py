@@ -33,7 +33,9 @@ class Deviation:
     write_past: Mapping[str, int] = field(default_factory=dict)  # ioctl → bytes written past the struct
     blksize: int | None = None  # st_blksize of a guest_memfd instead of the page size
     narrow: Mapping[str, int] = field(default_factory=dict)  # check → mask its argument is cut to (a long read as an int)
-    exit_skew: Mapping[str, int] = field(default_factory=dict)  # kvm_run field → added to what KVM_RUN reports
+    # what a guest run reports → added to it: a kvm_run field, "dirty.offset" (the page a write marks),
+    # "coalesced.phys_addr" (a coalesced entry's address)
+    exit_skew: Mapping[str, int] = field(default_factory=dict)
 
     def skips(self, check: str, fd: str) -> bool:
         return check in self.skip or f"{fd}:{check}" in self.skip

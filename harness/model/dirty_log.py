@@ -1,7 +1,8 @@
 """The model's dirty log: KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG (kvm_main.c
 kvm_get_dirty_log_protect, kvm_clear_dirty_log_protect) and KVM_RESET_DIRTY_RINGS, with
-the hygiene rules kept (padding1, the ring reset's argument). No guest runs, so every
-bitmap is clear.
+the hygiene rules kept (padding1, the ring reset's argument); and what a guest write
+does to them (mark_page_dirty_in_slot: a bit of the slot's bitmap, or an entry of the
+vCPU's dirty ring).
 
 A family module: `HANDLERS` maps each ioctl to a function of the model and the call.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from harness.abi.linux import PAGE_SIZE
-from harness.model.state import Handle, Slot, VmState
+from harness.model.state import Handle, Slot, VcpuState, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
 from harness.rules import USER_MEM_SLOTS
 
@@ -36,8 +37,36 @@ def logging_slot(model: ModelBackend, name: str, fd: str, vm: VmState, slot: int
     return found
 
 
+def new_bitmap(model: ModelBackend, vm: VmState, npages: int) -> int:
+    """A logging slot's first bitmap: every page set under manual protection with
+    KVM_DIRTY_LOG_INITIALLY_SET (kvm_main.c:1699-1700), else clear; a VM with a dirty ring has
+    none (kvm_use_dirty_bitmap())."""
+    init_set = model.facts.constants["KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE"] | model.facts.constants["KVM_DIRTY_LOG_INITIALLY_SET"]
+    every = vm.manual_protect & init_set == init_set and not vm.dirty_ring
+    return (1 << npages) - 1 if every and not model.dev.skips("KVM_SET_USER_MEMORY_REGION2.initially-set", "vm") else 0
+
+
+def mark_page_dirty(model: ModelBackend, vm: VmState, cpu: VcpuState, slot: Slot, gfn: int) -> None:
+    """A guest write to `gfn` of a logging slot (kvm_main.c:3575-3597): an entry (slot,
+    offset) pushed into the vCPU's ring when the VM has one (dirty_ring.c:229-236), else
+    the page's bit in the slot's bitmap."""
+    if not slot.flags & model.facts.constants["KVM_MEM_LOG_DIRTY_PAGES"]:
+        return
+    offset = gfn - slot.gpa // PAGE_SIZE + model.dev.exit_skew.get("dirty.offset", 0)
+    if not vm.dirty_ring:
+        slot.dirty |= 1 << offset
+        return
+    gfn_struct = model.facts.structs["kvm_dirty_gfn"]
+    if cpu.dirty_ring_addr:
+        at = cpu.dirty_ring_addr + cpu.dirty_index % (vm.dirty_ring // gfn_struct.size) * gfn_struct.size
+        entry = {"flags": model.facts.constants["KVM_DIRTY_GFN_F_DIRTY"], "slot": slot.slot, "offset": offset}
+        copy_to_user(at, gfn_struct.pack(entry))
+    cpu.dirty_index += 1
+
+
 def get_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
-    """The slot's bitmap, ALIGN(npages, 64) / 8 bytes, written to dirty_bitmap."""
+    """The slot's bitmap, ALIGN(npages, 64) / 8 bytes, written to dirty_bitmap; cleared
+    unless manual protection is enabled (kvm_main.c:2287-2318)."""
     name, fd = "KVM_GET_DIRTY_LOG", handle.kind
     vm = model.vm_of(handle)
     v = model.copy_in(name, arg, fd)
@@ -46,7 +75,12 @@ def get_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
     model.zero_words(name, model.facts.structs["kvm_dirty_log"], v, fd)
     found = logging_slot(model, name, fd, vm, slot)
     npages = found.size // PAGE_SIZE
-    model.check(f"{name}.copy-out", not copy_to_user(v["dirty_bitmap"], bytes((npages + 63) // 64 * 8)), fd, errno.EFAULT)
+    bitmap = found.dirty.to_bytes((npages + 63) // 64 * 8, "little")
+    manual = vm.manual_protect & model.facts.constants["KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE"]
+    keeps = (manual and not model.dev.skips(f"{name}.manual", fd)) or model.dev.skips(f"{name}.reset", fd)
+    if not keeps:
+        found.dirty = 0
+    model.check(f"{name}.copy-out", not copy_to_user(v["dirty_bitmap"], bitmap), fd, errno.EFAULT)
     return 0
 
 
@@ -63,7 +97,13 @@ def clear_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
     npages = logging_slot(model, name, fd, vm, slot).size // PAGE_SIZE
     model.check(f"{name}.range", first > npages or count > npages - first, fd)
     model.check(f"{name}.count-align", first + count < npages and count % 64 != 0, fd)
-    model.check(f"{name}.copy-in", copy_from_user(v["dirty_bitmap"], (count + 63) // 64 * 8) is None, fd, errno.EFAULT)
+    data = copy_from_user(v["dirty_bitmap"], (count + 63) // 64 * 8)
+    model.check(f"{name}.copy-in", data is None, fd, errno.EFAULT)
+    assert data is not None
+    # exactly the bits asked, within [first, first + count) (kvm_main.c:2411-2421)
+    mask = ((1 << count) - 1 if model.dev.skips(f"{name}.mask", fd) else int.from_bytes(data, "little")) & ((1 << count) - 1)
+    found = vm.slots[slot]
+    found.dirty &= ~(mask << first)
     return 0
 
 

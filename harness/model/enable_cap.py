@@ -46,6 +46,7 @@ def enable_cap(model: ModelBackend, handle: Handle, arg: int) -> int:
     size = v["args[0]"]
     if cap == "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2":
         model.check(f"{name}.manual", bool(size & ~(MANUAL_CAPS if size & 1 else 1)), fd)
+        vm.manual_protect = size
     elif cap == "KVM_CAP_HALT_POLL":
         model.check(f"{name}.halt-poll", size > U32, fd)
     elif cap in ("KVM_CAP_DIRTY_LOG_RING", "KVM_CAP_DIRTY_LOG_RING_ACQ_REL"):

@@ -6,6 +6,9 @@ memslot that holds them, recognises the program, and carries out its steps again
 VM's memslots, attributes and guest_memfds, writing each exit into the vCPU's kvm_run
 mapping as KVM would. Code it does not recognise, or no memory at the entry point,
 exits KVM_EXIT_INTERNAL_ERROR (emulation), as an instruction KVM cannot emulate does.
+A write to a logging slot marks its page (`dirty_log.mark_page_dirty`); a write into a
+coalesced zone lands in the ring page of the vCPU's mapping (the VM's one ring: the
+model's vCPUs each map their own, and only one runs a program).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 from harness.abi.exits import run_fields
 from harness.abi.guest_programs import Step, program_at
 from harness.abi.linux import PAGE_SIZE
+from harness.model.dirty_log import mark_page_dirty
 from harness.model.state import Handle, Slot, VcpuState, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
 
@@ -119,7 +123,7 @@ def _go(model: ModelBackend, vm: VmState, cpu: VcpuState) -> None:
     c = model.facts.constants
     long_mode = cpu.sregs.get("efer", 0) & 0x400  # EFER.LMA: the code segment's base is ignored
     entry = cpu.regs["rip"] + (0 if long_mode else cpu.sregs.get("cs.base", 0))
-    code = _read(model, vm, entry, 16)
+    code = _read(model, vm, entry, 64)  # longer than any program
     program = program_at(code) if code is not None else None
     if program is None:
         raise _Exit("KVM_EXIT_INTERNAL_ERROR", {"internal.suberror": c["KVM_INTERNAL_ERROR_EMULATION"], "internal.ndata": 0})
@@ -139,6 +143,8 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
         raise _Exit("KVM_EXIT_HLT", {})
     if step.op == "out":
         value = cpu.loaded if step.value is None else step.value
+        if _coalesce(model, vm, cpu, step.port, step.size, 1, value):
+            return
         copy_to_user(cpu.run_addr + IO_PAGE, value.to_bytes(step.size, "little"))
         raise _Exit("KVM_EXIT_IO", {"io.direction": c["KVM_EXIT_IO_OUT"], "io.size": step.size, "io.port": step.port,
                                     "io.count": 1, "io.data_offset": IO_PAGE})
@@ -152,6 +158,8 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
                                               "memory_fault.gpa": gfn * PAGE_SIZE, "memory_fault.size": PAGE_SIZE},
                     -errno.EFAULT)
     if slot is None or (write and slot.flags & c["KVM_MEM_READONLY"]):
+        if write and _coalesce(model, vm, cpu, step.gpa, step.size, 0, step.value or 0):
+            return
         fields = {"mmio.phys_addr": step.gpa, "mmio.len": step.size, "mmio.is_write": int(write)}
         if write:
             fields.update({f"mmio.data[{i}]": b for i, b in enumerate((step.value or 0).to_bytes(8, "little"))})
@@ -163,6 +171,7 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
         at = step.gpa % PAGE_SIZE
         if write:
             page[at:at + step.size] = (step.value or 0).to_bytes(step.size, "little")
+            mark_page_dirty(model, vm, cpu, slot, gfn)
         cpu.loaded = int.from_bytes(page[at:at + step.size], "little")
         return
     if slot.gmem is not None and slot.gmem.flags & model.facts.constants.get("GUEST_MEMFD_FLAG_MMAP", 0):
@@ -171,12 +180,35 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
         offset = slot.offset + step.gpa - slot.gpa
         if write:
             slot.gmem.write(offset, (step.value or 0).to_bytes(step.size, "little"))
+            mark_page_dirty(model, vm, cpu, slot, gfn)
         cpu.loaded = int.from_bytes(slot.gmem.read(offset, step.size), "little")
         return
     hva = slot.uaddr + step.gpa - slot.gpa
     if write:
         copy_to_user(hva, (step.value or 0).to_bytes(step.size, "little"))
+        mark_page_dirty(model, vm, cpu, slot, gfn)
     cpu.loaded = int.from_bytes(copy_from_user(hva, step.size) or bytes(step.size), "little")
+
+
+def _coalesce(model: ModelBackend, vm: VmState, cpu: VcpuState, addr: int, size: int, pio: int, value: int) -> bool:
+    """coalesced_mmio_write() (coalesced_mmio.c:47-78): a write wholly inside a zone of its
+    bus, with room in the ring (one entry stays free), goes into the entry `last`, and
+    `last` moves on; the vCPU does not exit."""
+    end = addr + 1 if model.dev.skips("KVM_RUN.coalesced-range", "vcpu") else addr + size  # a mutant checks the start only
+    if model.dev.skips("KVM_RUN.coalesced", "vcpu") or not any(p == pio and a <= addr and end <= a + n for a, n, p in vm.zones):
+        return False
+    head, entry = model.facts.structs["kvm_coalesced_mmio_ring"], model.facts.structs["kvm_coalesced_mmio"]
+    page = cpu.run_addr + model.facts.constants["KVM_COALESCED_MMIO_PAGE_OFFSET"] * PAGE_SIZE
+    ring = head.unpack(copy_from_user(page, head.size) or bytes(head.size))
+    room = (PAGE_SIZE - head.size) // entry.size  # KVM_COALESCED_MMIO_MAX
+    last = ring["last"]
+    if last >= room or (last + 1) % room == ring["first"]:
+        return False
+    data = {f"data[{b}]": x for b, x in enumerate(value.to_bytes(8, "little")[:size])}
+    phys_addr = addr + model.dev.exit_skew.get("coalesced.phys_addr", 0)
+    copy_to_user(page + head.size + last * entry.size, entry.pack({"phys_addr": phys_addr, "len": size, "pio": pio, **data}))
+    copy_to_user(page, head.pack({**ring, "last": (last + 1) % room}))
+    return True
 
 
 def _read(model: ModelBackend, vm: VmState, gpa: int, size: int) -> bytes | None:

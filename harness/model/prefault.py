@@ -38,6 +38,9 @@ def pre_fault_memory(model: ModelBackend, handle: Handle, arg: int) -> int:
     model.zero_words(name, struct, v, fd)
     first = size
     while size and in_slot(vm, gpa):
+        if model.dev.skips(f"{name}.slot-page", fd):  # a mutant: a fresh page mapped instead of the slot's
+            slot = next(s for s in vm.slots.values() if s.slot >> 16 == 0 and s.gpa <= gpa < s.gpa + s.size)
+            copy_to_user(slot.uaddr + gpa - slot.gpa, bytes(PAGE_SIZE))
         gpa, size = gpa + PAGE_SIZE, size - PAGE_SIZE
     model.check(f"{name}.memslot", size == first, fd, errno.ENOENT)
     v.update(gpa=gpa, size=size)

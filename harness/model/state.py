@@ -51,6 +51,7 @@ class VmState:
     attributes: Ranges = field(default_factory=Ranges)
     vcpus: set[int] = field(default_factory=set)  # vCPU ids created
     dirty_ring: int = 0  # KVM_CAP_DIRTY_LOG_RING's size in bytes, once enabled
+    manual_protect: int = 0  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2's args[0], once enabled
     ioeventfds: list[tuple[bool, int, int, int | None, int | None]] = field(default_factory=list)  # (pio, addr, len, match, eventfd)
     irqchip: bool = False  # KVM_CREATE_IRQCHIP made one
     irqfds: set[int] = field(default_factory=set)  # the eventfds (inodes) that are irqfds
@@ -134,6 +135,7 @@ class Slot:
     uaddr: int
     gmem: GmemState | None = None
     offset: int = 0
+    dirty: int = 0  # the dirty bitmap (bit n: page n) of a slot with KVM_MEM_LOG_DIRTY_PAGES
 
     def overlaps_file(self, gmem: GmemState, offset: int, size: int) -> bool:
         return self.gmem is gmem and self.offset < offset + size and offset < self.offset + self.size
@@ -143,7 +145,7 @@ class Slot:
 class VcpuState:
     """A vCPU: the registers a program starts from, its kvm_run mapping, and how far its
     program has got (the step to run next, the value last loaded, an MMIO load waiting
-    for the VMM's data)."""
+    for the VMM's data), and its dirty ring."""
 
     id: int
     regs: dict[str, int] = field(default_factory=lambda: {"rip": 0xFFF0, "rflags": 0x2})
@@ -155,6 +157,8 @@ class VcpuState:
     step: int = 0
     loaded: int = 0
     mmio_load: bool = False
+    dirty_ring_addr: int = 0  # where the VMM mapped the vCPU's dirty ring (0: not mapped)
+    dirty_index: int = 0  # the entries pushed into it
 
 
 @dataclass(eq=False)

@@ -56,19 +56,46 @@ class ExpectExit:
 
 
 @dataclass(frozen=True)
+class Coalesced:
+    """One entry of the coalesced MMIO ring (struct kvm_coalesced_mmio): the address or
+    port written, the length, the zone's bus (pio 1: PIO) and the bytes, as a number."""
+
+    phys_addr: int
+    len: int
+    pio: int
+    data: int
+
+    def __str__(self) -> str:
+        return f"{'port' if self.pio else 'phys_addr'}=0x{self.phys_addr:x} len={self.len} pio={self.pio} data=0x{self.data:x}"
+
+
+@dataclass(frozen=True)
 class ExpectRun:
     """Every exit of a program's run, in order, the dwords the VMM then reads at GPAs of
-    shared pages (what the guest loaded or stored there), and the clause that decides the
-    first exit that is not a plain step."""
+    shared pages (what the guest loaded or stored there), the entries its writes left in
+    the coalesced MMIO ring, and the clause that decides the first exit that is not a
+    plain step."""
 
     exits: tuple[ExpectExit, ...]
     memory: tuple[tuple[int, int], ...]
     rule: str
     clause: str
+    coalesced: tuple[Coalesced, ...] = ()
+
+
+Zone = tuple[int, int, int]  # a coalesced zone as registered: (addr, size, pio)
+
+
+def coalesced_zone(zones: Sequence[Zone], addr: int, size: int, pio: int) -> bool:
+    """Whether a write of `size` bytes at `addr` on the bus `pio` names lies wholly in a
+    registered zone: coalesced_mmio_in_range() takes [addr, addr + len) "fully included in
+    (zone->addr, zone->size)" (coalesced_mmio.c:25-40), and kvm_io_bus_write() looks the
+    device up on the bus of the access (MMIO for a store, PIO for `out`)."""
+    return any(p == pio and a <= addr and addr + size <= a + n for a, n, p in zones)
 
 
 def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, private_flag: int,
-              mmio_reply: int) -> ExpectRun:
+              mmio_reply: int, zones: Sequence[Zone] = ()) -> ExpectRun:
     """The exits of a program whose accesses see `pages` (by page-aligned GPA).
 
     - A load or store to a GPA in no memslot exits KVM_EXIT_MMIO with phys_addr, len and
@@ -85,9 +112,14 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
       KVM_EXIT_MMIO exits"); a load reads the slot.
     - `out` exits KVM_EXIT_IO, direction OUT, with port, size, count 1 and the data;
       `hlt` without an in-kernel irqchip exits KVM_EXIT_HLT (x86.c kvm_emulate_halt()).
+    - A store or `out` that lies wholly in a coalesced zone of its bus (`zones`) gives no
+      exit: coalesced_mmio_write() puts phys_addr, len, the bytes and the zone's pio into
+      the ring's entry `last` and advances `last` (coalesced_mmio.c:71-76); a load is no
+      write and exits as without the zone (the device has no read op).
     """
     exits: list[ExpectExit] = []
     memory: list[tuple[int, int]] = []
+    coalesced: list[Coalesced] = []
     clause = "the program's steps run in memslot memory"
     loaded = 0
     for step in steps:
@@ -102,6 +134,10 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
                           "KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE, the page's gpa and PAGE_SIZE")
                 return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
             if not page.in_slot or (write and page.readonly):
+                if write and coalesced_zone(zones, step.gpa, step.size, 0):
+                    coalesced.append(Coalesced(step.gpa, step.size, 0, step.value or 0))
+                    clause = "a write wholly inside a coalesced zone is recorded in the ring, without an exit"
+                    continue
                 fields = [("mmio.phys_addr", step.gpa), ("mmio.len", step.size), ("mmio.is_write", write)]
                 if write:
                     fields.append(("mmio.data", step.value or 0))
@@ -117,11 +153,15 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
                 memory.append((step.gpa, loaded))  # shared: the VMM sees it where it maps the slot
         elif step.op == "out":
             value = loaded if step.value is None else step.value
+            if coalesced_zone(zones, step.port, step.size, 1):
+                coalesced.append(Coalesced(step.port, step.size, 1, value))
+                clause = "an `out` wholly inside a coalesced PIO zone is recorded in the ring, without an exit"
+                continue
             exits.append(ExpectExit("KVM_EXIT_IO", 0, (("io.direction", IO_OUT), ("io.size", step.size),
                                                        ("io.port", step.port), ("io.count", 1), ("io.data", value))))
         elif step.op == "hlt":
             exits.append(ExpectExit("KVM_EXIT_HLT"))
-    return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
+    return ExpectRun(tuple(exits), tuple(memory), "guest_coalesced_mmio" if zones else "guest_run", clause, tuple(coalesced))
 
 
 def run_without_memslots(emulation: int) -> ExpectRun:
@@ -161,6 +201,12 @@ def slot_page(memory: str, host_data: int) -> Page:
     return pages[memory]
 
 
+def slot_pages(memory: str, host_data: int, gpa: int, npages: int, page_size: int) -> dict[int, Page]:
+    """Every page of the test slot as `slot_page` says, by GPA: the VMM wrote `host_data`
+    at the first page's start only, so a load elsewhere reads what the memory held."""
+    return {gpa + i * page_size: slot_page(memory, host_data if i == 0 else 0) for i in range(npages)}
+
+
 def attributes_after(accepted: bool, address: int, size: int, attributes: int, page_gpa: int, private_flag: int) -> bool:
     """Whether the page at `page_gpa` is PRIVATE after KVM_SET_MEMORY_ATTRIBUTES{,2} on a
     VM whose pages were all shared: only an accepted call changes attributes, and only
@@ -177,3 +223,73 @@ def mismatch(expected: ExpectRun, seen: Sequence[Exit]) -> str | None:
     if len(seen) > len(expected.exits):
         return f"exit {len(expected.exits) + 1}: expected none, got {seen[len(expected.exits)]}"
     return None
+
+
+# -- dirty logging ---------------------------------------------------------------------------
+
+
+def written_pages(steps: Sequence[Step], slot_gpa: int, npages: int, page_size: int) -> tuple[int, ...]:
+    """The pages of a slot a program stores to, as offsets in the slot, in program order."""
+    out: list[int] = []
+    for step in steps:
+        index = (step.gpa - slot_gpa) // page_size
+        if step.op == "store" and 0 <= index < npages and index not in out:
+            out.append(index)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ExpectLog:
+    """What each KVM_GET_DIRTY_LOG of a sequence returns (bit n: page n of the slot), and
+    the clause that decides the last one."""
+
+    bitmaps: tuple[int, ...]
+    rule: str
+    clause: str
+
+
+def dirty_log(ops: Sequence[str], written: Sequence[int], npages: int, manual: bool, initially_set: bool) -> ExpectLog:
+    """The dirty bitmap of a slot with KVM_MEM_LOG_DIRTY_PAGES through `ops` ("run": the
+    program runs once; "get": KVM_GET_DIRTY_LOG; "clear <mask>": KVM_CLEAR_DIRTY_LOG of the
+    whole slot with the bits of `mask`).
+
+    - A guest write marks its page (mark_page_dirty_in_slot(), kvm_main.c:3594-3596, from
+      make_spte() when the SPTE is writable, spte.c:293-296, or an emulated write), no
+      other page of the slot.
+    - Without manual protection GET returns the bits and clears them, write-protecting the
+      pages, so the next write marks its page again (kvm_main.c:2305-2318); with
+      KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, GET copies the bitmap and leaves it
+      (kvm_main.c:2287-2297).
+    - CLEAR clears exactly the bits set in its bitmap within [first_page, first_page +
+      num_pages): `mask &= atomic_long_fetch_andnot(mask, p)` (kvm_main.c:2421).
+    - With KVM_DIRTY_LOG_INITIALLY_SET too, a slot's new bitmap starts with every page set
+      (kvm_main.c:1699-1700).
+    """
+    every = (1 << npages) - 1
+    bits = every if manual and initially_set else 0
+    marked = sum(1 << p for p in written)
+    bitmaps: list[int] = []
+    clause = "the pages the guest wrote, and no other"
+    for op in ops:
+        if op == "run":
+            bits |= marked
+        elif op == "get":
+            bitmaps.append(bits)
+            if not manual:
+                bits = 0
+                clause = "GET without manual protection clears what it returned: a later GET shows only later writes"
+        else:
+            mask = int(op.split()[1], 0)
+            bits &= ~mask & every
+            clause = "CLEAR clears exactly the bits of its bitmap; GET with manual protection leaves the rest"
+    if manual and initially_set:
+        clause = "with KVM_DIRTY_LOG_INITIALLY_SET every page starts dirty; " + clause
+    return ExpectLog(tuple(bitmaps), "guest_dirty_log", clause)
+
+
+def dirty_ring(written: Sequence[int], slot: int, dirty_flag: int) -> tuple[tuple[int, int, int], ...]:
+    """The entries (flags, slot, offset) a run leaves in the vCPU's dirty ring, in order:
+    one per page the guest wrote, flagged KVM_DIRTY_GFN_F_DIRTY, naming the slot as
+    as_id << 16 | id and the page's offset in it (kvm_main.c:3590-3594,
+    kvm_dirty_ring_push(), dirty_ring.c:229-236); with a ring there is no bitmap."""
+    return tuple((dirty_flag, slot, p) for p in written)

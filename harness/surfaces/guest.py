@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from harness.abi.fdkind import FdKind
-from harness.abi.guest_programs import PROGRAMS
+from harness.abi.guest_programs import MMIO_GPA, OUT_PORT, PROGRAMS, TEST_GPA, TEST_PAGES, Program
 from harness.cases.case import Case
 from harness.cases.plan import Plan
+from harness.rules.guest import Zone
 from harness.surfaces.base import Surface
 from harness.surfaces.memory_attributes import NO_TRACE_TAG
 
@@ -24,6 +25,10 @@ SURFACES = tuple(Surface(name, "guest", "guest_run", SETUP_DOC, tables=())
 RULES = {
     "guest_run": "the exits of a guest program: MMIO outside memslots, memory faults on private pages, I/O, hlt",
     "run_without_memslots": "KVM_RUN with no memslots: KVM_EXIT_INTERNAL_ERROR",
+    "guest_dirty_log": "a guest write marks exactly its page: in the bitmap (GET clears it unless manual protect, CLEAR "
+                       "exactly the bits asked) or as a dirty-ring entry naming slot and offset",
+    "guest_coalesced_mmio": "a guest write wholly inside a coalesced zone of its bus lands in the ring, without an exit",
+    "guest_pre_fault": "after KVM_PRE_FAULT_MEMORY the guest's accesses see the slot's memory as without it",
 }
 
 # What the test slot is, for the programs that touch it; the others run with plain memory.
@@ -55,4 +60,67 @@ def attribute_no_trace(t: Plan) -> list[Case]:
             if c.surface in tables.ATTRIBUTE_IOCTLS and c.fd == FdKind.VM]
 
 
-TABLES = {"guest_runs": guest_runs, "attribute_no_trace": attribute_no_trace}
+# Dirty logging: the programs that store into the test slot, and what the VMM does around
+# them (`harness.rules.guest.dirty_log`): the KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 bits it enables
+# (by constant name) and its steps; "ring" enables KVM_CAP_DIRTY_LOG_RING instead.
+DIRTY_PROGRAMS = ("store-test", "store-page2", "store-pages-1-3")
+CLEAR_ALL = f"clear {(1 << TEST_PAGES) - 1:#x}"
+DIRTY_LOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "get": ((), ("run", "get", "get", "run", "get")),
+    "manual": (("KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE",),
+               ("run", "get", "get", "clear 0x6", "get", CLEAR_ALL, "get", "run", "get")),
+    "manual-init-set": (("KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE", "KVM_DIRTY_LOG_INITIALLY_SET"),
+                        ("get", CLEAR_ALL, "get", "run", "get")),
+}
+DIRTY_RING = "ring"
+
+
+def guest_dirty_logs(t: Plan) -> list[Case]:
+    """Each storing program under each way of collecting the dirty log, per VM type."""
+    return [Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("dirty", mode)))
+            for vt in t.vm_types for p in DIRTY_PROGRAMS for mode in (*DIRTY_LOGS, DIRTY_RING)]
+
+
+def zone(name: str, page: int) -> Zone:
+    """A coalesced zone by name, as registered: (addr, size, pio)."""
+    return {
+        "mmio-at": (MMIO_GPA, 8, 0),  # holds store-mmio's 4 bytes
+        "mmio-short": (MMIO_GPA, 2, 0),  # holds only half of them
+        "mmio-next-page": (MMIO_GPA + page, 8, 0),
+        "pio-at": (OUT_PORT, 1, 1),  # holds out's byte
+        "mmio-at-port": (OUT_PORT, 1, 0),  # the port's number, on the MMIO bus
+    }[name]
+
+
+# each case pairs a program with a zone
+COALESCED_RUNS = (("store-mmio", "mmio-at"), ("store-mmio", "mmio-short"), ("store-mmio", "mmio-next-page"),
+                  ("load-mmio", "mmio-at"), ("out", "pio-at"), ("out", "mmio-at-port"))
+
+
+def guest_coalesced(t: Plan) -> list[Case]:
+    """Programs writing (or reading) inside, across and beside a coalesced zone, per VM type."""
+    return [Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("zone", z)))
+            for vt in t.vm_types for p, z in COALESCED_RUNS]
+
+
+PRE_FAULT_RUNS = (("load-test", "shared"), ("store-test", "shared"), ("load-test", "gmem-shared"),
+                  ("load-test", "gmem-private"), ("load-mmio", "shared"))
+
+
+def pre_fault_range(program: Program, page: int) -> tuple[int, int]:
+    """What a case pre-faults before the program runs: the whole test slot when the program
+    touches it, else the page of its first access (MMIO: in no memslot)."""
+    gpa = next(s.gpa for s in program.steps if s.op in ("load", "store"))
+    if TEST_GPA <= gpa < TEST_GPA + TEST_PAGES * page:
+        return TEST_GPA, TEST_PAGES * page
+    return gpa - gpa % page, page
+
+
+def guest_pre_faults(t: Plan) -> list[Case]:
+    """KVM_PRE_FAULT_MEMORY over what a program then touches, per VM type."""
+    return [Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("memory", m), ("prefault", "touched")))
+            for vt in t.vm_types for p, m in PRE_FAULT_RUNS]
+
+
+TABLES = {"guest_runs": guest_runs, "attribute_no_trace": attribute_no_trace, "guest_dirty_logs": guest_dirty_logs,
+          "guest_coalesced": guest_coalesced, "guest_pre_faults": guest_pre_faults}
