@@ -156,6 +156,7 @@ def test_shipped_files_by_release() -> None:
     assert for_release("6.18.44-fc-v669").kernel_data.range_bound_errno == errno.EINVAL
     deb = for_release("7.3.4+deb13-amd64")
     assert deb.kernel == "Debian Linux 7.3" and deb.kernel_data.range_bound_errno == errno.EEXIST
+    assert for_release("7.3.4-kvmconf-min") == deb  # tools/build-kernel's build of the same source
     for release in ("6.18.44-fc-v669", "7.3.4+deb13-amd64"):
         exp = for_release(release)
         assert exp.finding_for("KVM_CREATE_GUEST_MEMFD/vm0/reserved[3]=0x8000000000000000") is not None
