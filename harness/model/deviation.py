@@ -32,6 +32,7 @@ class Deviation:
     echo: frozenset[str] = frozenset()  # ioctls that write zeros over the struct after success
     write_past: Mapping[str, int] = field(default_factory=dict)  # ioctl → bytes written past the struct
     blksize: int | None = None  # st_blksize of a guest_memfd instead of the page size
+    one_inode: bool = False  # every guest_memfd reports the same st_ino
     narrow: Mapping[str, int] = field(default_factory=dict)  # check → mask its argument is cut to (a long read as an int)
     exit_skew: Mapping[str, int] = field(default_factory=dict)  # kvm_run field → added to what KVM_RUN reports
 

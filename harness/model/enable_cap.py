@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from harness.abi.fdkind import FdKind
 from harness.abi.linux import PAGE_SIZE, U32
 from harness.model.state import Handle
+from harness.model.vcpu import MAX_VCPU_IDS
 
 if TYPE_CHECKING:
     from harness.model.backend import ModelBackend
@@ -36,7 +37,7 @@ def enable_cap(model: ModelBackend, handle: Handle, arg: int) -> int:
     vm = model.vm_of(handle)
     v = model.copy_in(name, arg, fd)
     cap = model.cap_names.get(v["cap"], "")
-    vm_caps = {c for c in CAPS if c != "KVM_CAP_ENFORCE_PV_FEATURE_CPUID"}
+    vm_caps = {c for c in CAPS if c != "KVM_CAP_ENFORCE_PV_FEATURE_CPUID"} | {"KVM_CAP_MAX_VCPU_ID"}
     model.check(f"{name}.cap", cap not in (vm_caps if fd == FdKind.VM else {"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"}), fd)
     model.check(f"{name}.flags", v["flags"] != 0, fd)
     for i in range(ARGS.get(cap, 1), 4):
@@ -54,6 +55,10 @@ def enable_cap(model: ModelBackend, handle: Handle, arg: int) -> int:
         model.check(f"{name}.ring-once", vm.dirty_ring != 0, fd)
         model.check(f"{name}.ring-vcpus", bool(vm.vcpus), fd)
         vm.dirty_ring = size
+    elif cap == "KVM_CAP_MAX_VCPU_ID":
+        model.check(f"{name}.max-vcpu-id", size > MAX_VCPU_IDS, fd)
+        model.check(f"{name}.max-vcpu-id-once", vm.max_vcpu_ids != 0 and size != vm.max_vcpu_ids, fd)
+        vm.max_vcpu_ids = size
     elif cap == "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP":
         model.check(f"{name}.bitmap", True, fd)  # x86 has no CONFIG_NEED_KVM_DIRTY_RING_WITH_BITMAP
     return 0

@@ -49,6 +49,7 @@ class VmState:
     attributes: Ranges = field(default_factory=Ranges)
     vcpus: set[int] = field(default_factory=set)  # vCPU ids created
     dirty_ring: int = 0  # KVM_CAP_DIRTY_LOG_RING's size in bytes, once enabled
+    max_vcpu_ids: int = 0  # KVM_CAP_MAX_VCPU_ID as enabled (0: not set)
     ioeventfds: list[tuple[bool, int, int, int | None, int | None]] = field(default_factory=list)  # (pio, addr, len, match, eventfd)
     irqchip: bool = False  # KVM_CREATE_IRQCHIP made one
     irqfds: set[int] = field(default_factory=set)  # the eventfds (inodes) that are irqfds

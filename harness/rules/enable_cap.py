@@ -18,6 +18,7 @@ RINGS = ("KVM_CAP_DIRTY_LOG_RING", "KVM_CAP_DIRTY_LOG_RING_ACQ_REL")
 ARGS_USED: Mapping[str, int] = {
     "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2": 1, "KVM_CAP_HALT_POLL": 1, "KVM_CAP_DIRTY_LOG_RING": 1,
     "KVM_CAP_DIRTY_LOG_RING_ACQ_REL": 1, "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP": 0, "KVM_CAP_ENFORCE_PV_FEATURE_CPUID": 1,
+    "KVM_CAP_MAX_VCPU_ID": 1,
 }
 VM_CAPS = frozenset(ARGS_USED) - {"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"}
 VCPU_CAPS = frozenset({"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"})
@@ -26,7 +27,8 @@ VCPU_CAPS = frozenset({"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"})
 @dataclass(frozen=True)
 class EnableCapInput:
     """`kvm_enable_cap` as sent, the cap's name (None: a number no cap has), KVM_CHECK_EXTENSION
-    of it on the VM, and the VM's state: a dirty ring already enabled, a vCPU created."""
+    of it on the VM, and the VM's state: a dirty ring already enabled, a vCPU created, the
+    KVM_CAP_MAX_VCPU_ID already enabled (0: none)."""
 
     values: Mapping[str, int]
     struct: Struct
@@ -36,6 +38,7 @@ class EnableCapInput:
     page: int
     ring_set: bool = False
     has_vcpu: bool = False
+    max_vcpu_id: int = 0
 
     def get(self, name: str) -> int:
         return self.values.get(name, 0) & U64
@@ -49,7 +52,9 @@ def enable_cap(e: EnableCapInput) -> Expect:
     KVM_CHECK_EXTENSION gives, INITIALLY_SET only with ENABLE; HALT_POLL a u32 of
     nanoseconds; DIRTY_LOG_RING{,_ACQ_REL} a ring size in bytes, "a power of two, at least a
     page and the reserved entries, at most what KVM_CHECK_EXTENSION returns (E2BIG)", once,
-    before any vCPU; a cap whose KVM_CHECK_EXTENSION is 0 cannot be enabled."""
+    before any vCPU; MAX_VCPU_ID (x86.c:4138-4153) an id bound no larger than its
+    KVM_CHECK_EXTENSION, set once (enabling the value already set again → 0); a cap whose
+    KVM_CHECK_EXTENSION is 0 cannot be enabled."""
     rule = "KVM_ENABLE_CAP rules"
     cap, arg0 = e.cap, e.get("args[0]")
     known = VCPU_CAPS if e.fd == FdKind.VCPU else VM_CAPS
@@ -80,6 +85,11 @@ def enable_cap(e: EnableCapInput) -> Expect:
             return Expect(errno.EINVAL, rule, "a dirty ring already enabled → EINVAL (once only)")
         if e.has_vcpu:
             return Expect(errno.EINVAL, rule, "a vCPU already created → EINVAL (before any vCPU)")
+    if cap == "KVM_CAP_MAX_VCPU_ID":
+        if arg0 > e.cap_value:
+            return Expect(errno.EINVAL, rule, "args[0] above KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPU_ID) → EINVAL")
+        if e.max_vcpu_id and arg0 != e.max_vcpu_id:
+            return Expect(errno.EINVAL, rule, "KVM_CAP_MAX_VCPU_ID already set to another value → EINVAL (once only)")
     if cap == "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP" and not e.ring_set:
         return Expect(errno.EINVAL, rule, "WITH_BITMAP without a dirty ring → EINVAL")
     return Expect(0, rule, f"{cap} enabled → 0")

@@ -32,7 +32,13 @@ class EnableCap(Surface):
         return ctx.plan.why_not_cap(self.cap(ctx), ctx.case.vm_type)
 
     def before(self, ctx: Ctx, port: Port) -> str | None:
-        """A case of a VM whose dirty ring is enabled enables it first."""
+        """A case of a VM whose dirty ring is enabled, or whose KVM_CAP_MAX_VCPU_ID is set
+        (`set`), enables it first."""
+        bound = ctx.case.knob("set")
+        if bound is not None:
+            number = ctx.plan.facts.cap_number("KVM_CAP_MAX_VCPU_ID", model=ctx.plan.model)
+            r = port.vm_call(NAME, {"cap": number or 0, "args[0]": int(bound)})
+            return None if r == 0 else f"enabling KVM_CAP_MAX_VCPU_ID {bound} first answered {r}"
         if ctx.case.knob("ring") is None:
             return None
         number = ctx.plan.facts.cap_number("KVM_CAP_DIRTY_LOG_RING", model=ctx.plan.model)
@@ -49,12 +55,14 @@ class EnableCap(Surface):
         cap = next((n for n, v in numbers.items() if v == values.get("cap", 0)), None)
         return enable_cap(EnableCapInput(
             values, ctx.struct, ctx.case.fd, cap, (ctx.plan.caps.at(cap, ctx.case.vm_type) or 0) if cap else 0, ctx.plan.page,
-            ring_set=ctx.case.knob("ring") is not None, has_vcpu=ctx.case.fd == FdKind.VCPU or ctx.case.knob("vcpu") is not None))
+            ring_set=ctx.case.knob("ring") is not None, has_vcpu=ctx.case.fd == FdKind.VCPU or ctx.case.knob("vcpu") is not None,
+            max_vcpu_id=int(ctx.case.knob("set", 0) or 0)))
 
 
 def enable_cap_args(t: Plan) -> list[Case]:
     """Per memory cap: flags, every args[i] a cap does not read, args[0] at its edges, a pad
-    byte; the ring sizes; the ring once and before vCPUs; numbers no cap has."""
+    byte; the ring sizes; the ring once and before vCPUs; the vCPU id bound at its edge and
+    once; numbers no cap has."""
     cases = []
     for fd, caps in ((FdKind.VM, VM_CAPS), (FdKind.VCPU, VCPU_CAPS)):
         for vt in t.vm_types:
@@ -76,6 +84,10 @@ def enable_cap_args(t: Plan) -> list[Case]:
             cases.append(Case("reserved", NAME, FdKind.VM, vt, knobs=(("cap", cap), ("ring", 1))))
             cases.append(Case("reserved", NAME, FdKind.VM, vt, knobs=(("cap", cap), ("vcpu", 1))))
         cases.append(Case("reserved", NAME, FdKind.VM, vt, knobs=(("cap", "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP"), ("ring", 1))))
+        # the id bound: x86's KVM_MAX_VCPU_IDS and one past it; set once (again with the same value, then another)
+        ids = (("cap", "KVM_CAP_MAX_VCPU_ID"),)
+        cases += [Case("reserved", NAME, FdKind.VM, vt, (("args[0]", v),), knobs=ids) for v in (0x1000, 0x1001)]
+        cases += [Case("reserved", NAME, FdKind.VM, vt, (("args[0]", v),), knobs=(*ids, ("set", 4))) for v in (4, 8)]
     return cases
 
 
