@@ -18,15 +18,22 @@ from harness.session.target import Target
 
 @pytest.mark.cases("guest_memfd_files")
 def test_fstat(target: Target, case: Case) -> None:
-    """fstat answers as the rule says: st_size the size asked for, st_blksize the page size."""
+    """fstat answers as the rule says: st_size the size asked for, st_blksize the page size;
+    a second guest_memfd of the VM (twice the size) is an inode of its own."""
     target.require_vm(case.vm_type)
     target.require_ioctl("KVM_CREATE_GUEST_MEMFD", FdKind.VM, case.vm_type)
-    size = GMEM_PAGES * target.page
-    with target.vm(case.vm_type) as vm, vm.create_guest_memfd(size) as gmem:
-        st = gmem.fstat()
-    expected = guest_memfd_fstat(size, target.page)
-    actual = {field: getattr(st, field) for field in expected}
-    assert actual == expected, f"fstat of {gmem.label} (size {size}): {actual}; guest_memfd fstat rules: {expected}"
+    sizes = [n * GMEM_PAGES * target.page for n in range(1, int(case.knob("files", 1) or 1) + 1)]
+    inodes: dict[int, str] = {}
+    with target.vm(case.vm_type) as vm, ExitStack() as stack:
+        for size in sizes:
+            gmem = stack.enter_context(vm.create_guest_memfd(size))
+            st = gmem.fstat()
+            expected = guest_memfd_fstat(size, target.page)
+            actual = {field: getattr(st, field) for field in expected}
+            assert actual == expected, f"fstat of {gmem.label} (size {size}): {actual}; guest_memfd fstat rules: {expected}"
+            assert st.st_ino not in inodes, (f"{gmem.label} (size {size}) has st_ino {st.st_ino}, as {inodes.get(st.st_ino)} "
+                                             "of the same VM; guest_memfd fstat rules: each guest_memfd is an inode of its own")
+            inodes[st.st_ino] = gmem.label
 
 
 @pytest.mark.cases("file_calls")

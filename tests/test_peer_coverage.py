@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from harness.abi.profile import known_profiles
 from harness.cases.captable import CapTable
 from harness.host.backend import KernelBackend
@@ -43,19 +45,49 @@ def collected() -> set[str]:
     return ids
 
 
+KINDS = ("checked", "pending", "out", "not")
+TARGET = 0.9  # issue 13: the table covers at least 90 % of the in-scope properties
+
+
+def kind(cell: str) -> str:
+    """What a kvmconf cell says: case ids (checked), a guest effect being written (pending),
+    out of scope, or in scope and not checked (the doc's definitions, at its top)."""
+    for prefix, name in (("covered by issue 12", "pending"), ("out of scope (", "out"), ("not:", "not")):
+        if cell.startswith(prefix):
+            return name
+    return "checked" if "`" in cell else "none"
+
+
+def figures(counts: dict[str, int]) -> str:
+    """The doc's figures line for these counts."""
+    total, in_scope = sum(counts.values()), sum(counts.values()) - counts["out"]
+    return (f"Figures ({total} properties): {counts['checked']} checked by kvmconf case ids, {counts['pending']} pending "
+            f"(guest effects being written), {counts['out']} out of scope, {counts['not']} in scope but not checked. "
+            f"Coverage: {counts['checked']} of {in_scope} in-scope properties, {100 * counts['checked'] // in_scope} %.")
+
+
+def counts() -> dict[str, int]:
+    kinds = [kind(cell) for cell in rows().values()]
+    return {k: kinds.count(k) for k in KINDS}
+
+
 def test_every_property_says_how_it_is_checked() -> None:
-    """Each row names case ids, issue 12's pending surface, or why not; the figures add up."""
+    """Each row names case ids, a pending guest effect, why it is out of scope, or why it is not
+    checked; the figures line says what the rows add up to."""
     table_rows = rows()
     assert len(table_rows) >= 148
-    kinds = {pid: "ids" if "`" in cell and not cell.startswith(("not:", "covered by issue 12")) else cell.split(" ", 1)[0]
-             for pid, cell in table_rows.items()}
-    bad = sorted(pid for pid, kind in kinds.items() if kind not in ("ids", "not:", "covered"))
+    bad = sorted(pid for pid, cell in table_rows.items() if kind(cell) == "none")
     assert not bad, f"{DOC.name}: rows that name no case and say no reason: {bad}"
-    text = DOC.read_text()
-    counts = [sum(1 for k in kinds.values() if k == kind) for kind in ("ids", "covered", "not:")]
-    expected = (f"Figures ({len(table_rows)} properties): {counts[0]} checked by kvmconf case ids, {counts[1]} pending issue 12's\n"
-                f"surfaces, {counts[2]} not checked")
-    assert expected in text, f"{DOC.name}: the figures line should read {expected!r}"
+    expected = figures(counts())
+    assert expected in " ".join(DOC.read_text().split()), f"{DOC.name}: the figures line should read {expected!r}"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13's 90 % is not reached yet: see the figures line of docs/peer-coverage.md")
+def test_coverage_reaches_the_target() -> None:
+    """Checked rows are at least 90 % of the in-scope rows (strict: passing fails until the mark goes)."""
+    c = counts()
+    in_scope = sum(c.values()) - c["out"]
+    assert c["checked"] >= TARGET * in_scope, figures(c)
 
 
 def test_case_ids_are_real() -> None:

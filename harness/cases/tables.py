@@ -261,6 +261,9 @@ def fallocate_ranges(t: Plan) -> list[Case]:
     # after the VM's fd is closed: the file keeps its VM
     cases += [Case("alignment", "guest_memfd fallocate", GMEM, vt, (("mode", mode),), knobs=(("vm", "closed"),))
               for vt in vm_types(t) for mode in (KEEP_SIZE, KEEP_SIZE | PUNCH_HOLE)]
+    # a range punched first is allocated again (the call's answer does not depend on the punch)
+    cases += [Case("alignment", "guest_memfd fallocate", GMEM, vt, (("mode", KEEP_SIZE), ("offset", t.page)),
+                   knobs=(("punched", 1),)) for vt in vm_types(t)]
     return cases
 
 
@@ -274,8 +277,8 @@ def fallocate_modes(t: Plan) -> list[Case]:
 
 
 def guest_memfd_files(t: Plan) -> list[Case]:
-    """One guest_memfd per VM type, to fstat."""
-    return [Case("guest_memfd", "guest_memfd fstat", GMEM, vt) for vt in vm_types(t)]
+    """One guest_memfd per VM type, to fstat; and two of one VM, of different sizes."""
+    return [Case("guest_memfd", "guest_memfd fstat", GMEM, vt, knobs=k) for vt in vm_types(t) for k in ((), (("files", 2),))]
 
 
 def file_calls(t: Plan) -> list[Case]:

@@ -429,7 +429,7 @@ class ModelBackend:
         gmem = self.gmem(fd)
         if gmem is None:
             return self.kernel.fstat(fd)
-        fields = (stat.S_IFREG | 0o600, gmem.ino, 0, 1, os.getuid(), os.getgid(), gmem.size, 0, 0, 0)
+        fields = (stat.S_IFREG | 0o600, 1 if self.dev.one_inode else gmem.ino, 0, 1, os.getuid(), os.getgid(), gmem.size, 0, 0, 0)
         return os.stat_result(fields, {"st_blksize": self.dev.blksize or PAGE_SIZE, "st_blocks": 0})
 
     def _file_call(self, call: str, code: int, offset: int | None = None) -> int:

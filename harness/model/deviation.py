@@ -32,6 +32,7 @@ class Deviation:
     echo: frozenset[str] = frozenset()  # ioctls that write zeros over the struct after success
     write_past: Mapping[str, int] = field(default_factory=dict)  # ioctl → bytes written past the struct
     blksize: int | None = None  # st_blksize of a guest_memfd instead of the page size
+    one_inode: bool = False  # every guest_memfd reports the same st_ino
     narrow: Mapping[str, int] = field(default_factory=dict)  # check → mask its argument is cut to (a long read as an int)
     # what a guest run reports → added to it: a kvm_run field, "dirty.offset" (the page a write marks),
     # "coalesced.phys_addr" (a coalesced entry's address)

@@ -393,7 +393,8 @@ def close_on_exec(kind: FdKind) -> bool:
 def guest_memfd_fstat(size: int, page: int) -> dict[str, int]:
     """fstat of a guest_memfd: "st_size is the size asked for, st_blksize the page size";
     a regular file of mode 0600 (alloc_anon_inode's S_IRUSR | S_IWUSR, S_IFREG added by
-    __kvm_gmem_create)."""
+    __kvm_gmem_create); each guest_memfd is an inode of its own (__kvm_gmem_create allocates
+    one per call), so two of one VM differ in st_ino and keep their own st_size."""
     return {"st_size": size, "st_blksize": page, "st_mode": S_IFREG | 0o600}
 
 

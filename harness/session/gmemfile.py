@@ -10,7 +10,16 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from harness.abi.fdkind import FdKind
-from harness.abi.linux import FIONREAD, MAP_SHARED, PROT_READ, PROT_WRITE, SEEK_SET, as_s64
+from harness.abi.linux import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    FIONREAD,
+    MAP_SHARED,
+    PROT_READ,
+    PROT_WRITE,
+    SEEK_SET,
+    as_s64,
+)
 from harness.cases.case import Case
 from harness.rules import Expect, guest_memfd_fallocate, guest_memfd_io, guest_memfd_mmap
 from harness.session.engine import GMEM_PAGES, Outcome
@@ -33,6 +42,9 @@ def run_file_case(t: Target, case: Case) -> Outcome:
         if case.knob("vm") == "closed":
             vm.close()  # the file keeps its VM alive (kvm_gmem_create takes a reference)
         b = t.backend
+        if case.knob("punched") is not None:  # the case's range punched first, then its own call
+            r = b.fallocate(gmem.fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, values.get("offset", 0), values.get("len", t.page))
+            assert r == 0, f"{case.id}: punching the range first answered {r}"
         expect: Expect
         if call == "fallocate":
             mode, offset, length = values.get("mode", 0), values.get("offset", 0), values.get("len", t.page)
