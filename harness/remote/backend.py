@@ -44,7 +44,7 @@ from harness.remote.protocol import (
 from harness.rules import HostLimits
 
 SOURCE = Path(__file__).with_name("executor.c")
-IOCTL_BATCH = 4096  # ioctls per batch of `ioctls`: each batch answers within the case timeout even under TCG
+IOCTL_BATCH = 4 * 1024  # ioctls per batch of `ioctls`: each batch answers within the case timeout even under TCG
 
 
 class ExecutorError(KvmconfError):
