@@ -10,7 +10,7 @@ backend (`backend.mmap`, `backend.memory`), so the model answers the same calls.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 
 from harness.abi.errnos import errno_name
@@ -135,8 +135,9 @@ def _set_cpuid(kvm: Kvm, vcpu: Vcpu) -> None:
             raise IoctlError(-r, f"KVM_SET_CPUID2 ({nent} entries) on {vcpu.label} failed: {errno_name(r)}")
 
 
-def boot(stack: ExitStack, kvm: Kvm, vm: Vm, program: Program) -> Vcpu:
-    """Slot 0 with the page tables, GDT and the program; vCPU 0 in long mode at its entry."""
+def boot(stack: ExitStack, kvm: Kvm, vm: Vm, program: Program, gprs: Mapping[str, int] | None = None) -> Vcpu:
+    """Slot 0 with the page tables, GDT and the program; vCPU 0 in long mode at its entry,
+    with `gprs` (a loop program's count, address, stride and port)."""
     memory = vm.backend.memory
     base = guest_memory(stack, vm, BASE_SIZE)
     for gpa, data in memory_image().items():
@@ -147,7 +148,7 @@ def boot(stack: ExitStack, kvm: Kvm, vm: Vm, program: Program) -> Vcpu:
     _set_cpuid(kvm, vcpu)
     now = _checked_struct(vcpu, "KVM_GET_SREGS", {})
     _checked_struct(vcpu, "KVM_SET_SREGS", {**now, **sregs()})
-    _checked_struct(vcpu, "KVM_SET_REGS", regs())
+    _checked_struct(vcpu, "KVM_SET_REGS", regs(gprs))
     return vcpu
 
 
@@ -243,6 +244,14 @@ def dirty_ring_entries(vcpu: Vcpu, ring: int, ring_bytes: int) -> list[tuple[int
             break
         out.append((e["flags"], e["slot"], e["offset"]))
     return out
+
+
+def set_coalesced_ring(vcpu: Vcpu, index: int) -> None:
+    """first and last of the coalesced ring both set to `index` (an empty ring starting
+    there), as the VMM may: KVM reads them from the shared page on every write."""
+    facts = vcpu.facts
+    at = vcpu.run_addr + facts.constants["KVM_COALESCED_MMIO_PAGE_OFFSET"] * PAGE_SIZE
+    vcpu.backend.memory.write(at, facts.structs["kvm_coalesced_mmio_ring"].pack({"first": index, "last": index}))
 
 
 def coalesced_ring(vcpu: Vcpu) -> tuple[int, int, list[dict[str, int]]]:

@@ -88,6 +88,7 @@ def zone(name: str, page: int) -> Zone:
         "mmio-short": (MMIO_GPA, 2, 0),  # holds only half of them
         "mmio-next-page": (MMIO_GPA + page, 8, 0),
         "pio-at": (OUT_PORT, 1, 1),  # holds out's byte
+        "pio-dword": (OUT_PORT, 4, 1),  # holds an `out %eax`
         "mmio-at-port": (OUT_PORT, 1, 0),  # the port's number, on the MMIO bus
     }[name]
 
@@ -97,10 +98,40 @@ COALESCED_RUNS = (("store-mmio", "mmio-at"), ("store-mmio", "mmio-short"), ("sto
                   ("load-mmio", "mmio-at"), ("out", "pio-at"), ("out", "mmio-at-port"))
 
 
+ZONE_SETS = {"mmio-and-pio": ("mmio-at", "pio-dword")}  # zones registered together: one ring for both buses
+
+
+def zones(name: str, page: int) -> tuple[Zone, ...]:
+    """The zones a case registers: one, or a set of ZONE_SETS."""
+    return tuple(zone(n, page) for n in ZONE_SETS.get(name, (name,)))
+
+
+# loops writing into zones: (program, zones, count, first); a count "full" is KVM_COALESCED_MMIO_MAX
+# passes (the ring fills, the last write exits), first is where the VMM sets first == last before
+COALESCED_LOOPS = (("store-loop", "mmio-at", "full", "0"), ("store-loop", "mmio-at", "full", "1"),
+                   ("store-loop", "mmio-at", "full", "middle"), ("store-loop", "mmio-at", "full", "last"),
+                   ("out-loop", "pio-dword", "full", "0"), ("mixed-loop", "mmio-and-pio", "8", "0"),
+                   ("mixed-loop", "mmio-and-pio", "8", "last"))
+COALESCED_LOOP_REGS = {"rdi": MMIO_GPA, "rsi": 0, "rdx": OUT_PORT}  # every pass writes the zone's start
+
+
+def ring_index(name: str, room: int) -> int:
+    """A ring index by name: a number, "middle" or "last" of KVM_COALESCED_MMIO_MAX entries."""
+    return {"middle": room // 2, "last": room - 1}.get(name) or int(name)
+
+
+def loop_count(count: str, room: int) -> int:
+    """A loop's rcx: a number, or "full": one pass per ring entry."""
+    return room if count == "full" else int(count)
+
+
 def guest_coalesced(t: Plan) -> list[Case]:
-    """Programs writing (or reading) inside, across and beside a coalesced zone, per VM type."""
-    return [Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("zone", z)))
-            for vt in t.vm_types for p, z in COALESCED_RUNS]
+    """Programs writing (or reading) inside, across and beside a coalesced zone, and loops
+    filling the ring from where the VMM set its indices, per VM type."""
+    return [*(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("zone", z)))
+              for vt in t.vm_types for p, z in COALESCED_RUNS),
+            *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("zone", z), ("count", n), ("first", f)))
+              for vt in t.vm_types for p, z, n, f in COALESCED_LOOPS)]
 
 
 PRE_FAULT_RUNS = (("load-test", "shared"), ("store-test", "shared"), ("load-test", "gmem-shared"),
