@@ -44,6 +44,7 @@ from harness.surfaces.guest import (
     COALESCED_LOOP_REGS,
     DIRTY_LOGS,
     DIRTY_RING,
+    LOAD_LOOP_REGS,
     loop_count,
     pre_fault_range,
     ring_index,
@@ -58,7 +59,7 @@ def require_memory(target: Target, memory: str, vm_type: int) -> None:
     if memory.startswith("gmem-mmap"):
         shared = target.facts.const("GUEST_MEMFD_FLAG_MMAP") | target.facts.const("GUEST_MEMFD_FLAG_INIT_SHARED")
         target.require_cap("KVM_CAP_GUEST_MEMFD_FLAGS", vm_type, bits=shared)
-    if memory.endswith(("private", "reshared", "private-deleted")):
+    if memory.endswith(("private", "reshared", "private-deleted", "alternate")):
         target.require_ioctl("KVM_SET_MEMORY_ATTRIBUTES", FdKind.VM, vm_type)
         target.require_cap("KVM_CAP_MEMORY_ATTRIBUTES", vm_type, bits=target.facts.const("KVM_MEMORY_ATTRIBUTE_PRIVATE"))
 
@@ -79,8 +80,9 @@ def test_guest_run(target: Target, case: Case) -> None:
             program, memory = PROGRAM_NAMED[str(case.knob("program"))], str(case.knob("memory"))
             require_memory(target, memory, case.vm_type)
             uaddr = guest.set_test_slot(stack, vm, memory, HOST_PATTERN)
-            vcpu = guest.boot(stack, target.kvm, vm, program)
-            expected = expect_run(target, program, memory)
+            gprs = LOAD_LOOP_REGS if program.loop else {}
+            vcpu = guest.boot(stack, target.kvm, vm, program, gprs)
+            expected = expect_run(target, program, memory, (), gprs)
             what = f"program {program.name} ({program.asm}) with a {memory} test slot"
         seen = guest.run(vcpu)
         problem = mismatch(expected, seen) or memory_problem(target, expected, uaddr)
@@ -135,16 +137,17 @@ def test_guest_dirty_log(target: Target, case: Case) -> None:
         target.require_ioctl("KVM_CLEAR_DIRTY_LOG", FdKind.VM, vt)
     if bits:
         target.require_cap("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", vt, bits=bits)
-    written = written_pages(program.steps, TEST_GPA, TEST_PAGES, target.page)
-    expected_run = replace(expect_run(target, program, "shared"), rule="guest_dirty_log")
-    what = f"program {program.name} ({program.asm}) with a logging test slot ({mode})"
+    memory = str(case.knob("memory", "shared"))
+    written = written_pages(program.steps, TEST_GPA, TEST_PAGES, target.page, memory == "readonly")
+    expected_run = replace(expect_run(target, program, memory), rule="guest_dirty_log")
+    what = f"program {program.name} ({program.asm}) with a {memory} logging test slot ({mode})"
     with ExitStack() as stack:
         vm = stack.enter_context(target.vm(vt))
         if mode == DIRTY_RING:
             guest.enable_cap(vm, "KVM_CAP_DIRTY_LOG_RING", RING_SIZE)
         if bits:
             guest.enable_cap(vm, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", bits)
-        guest.set_test_slot(stack, vm, "shared", HOST_PATTERN, facts.const("KVM_MEM_LOG_DIRTY_PAGES"))
+        guest.set_test_slot(stack, vm, memory, HOST_PATTERN, facts.const("KVM_MEM_LOG_DIRTY_PAGES"))
         vcpu = guest.boot(stack, target.kvm, vm, program)
         ring = guest.map_dirty_ring(stack, vcpu, RING_SIZE) if mode == DIRTY_RING else 0
         seen: list[Exit] = []

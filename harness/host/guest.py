@@ -44,7 +44,7 @@ from harness.host.fds import IoctlError, Kvm, KvmFd, Vcpu, Vm
 CPUID_ENTRIES = 256  # room for KVM_GET_SUPPORTED_CPUID (75 entries here; E2BIG if too few)
 CONTINUES = frozenset({"KVM_EXIT_IO", "KVM_EXIT_MMIO"})  # exits after which the program goes on
 # the attribute changes a test slot goes through (1: PRIVATE, 0: shared)
-CONVERSIONS = {"private": (1,), "private-deleted": (1,), "gmem-private": (1,), "gmem-reshared": (1, 0)}
+CONVERSIONS = {"private": (1,), "private-deleted": (1,), "gmem-private": (1,), "gmem-reshared": (1, 0), "gmem-alternate": (1,)}
 RUN_LIMIT_S = 2.0  # a program that never exits is stopped by SIGALRM (KVM_RUN: EINTR)
 
 
@@ -74,7 +74,8 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int, log_fla
     mmap (which is also the slot's userspace_addr), "-punched" then punches the first page
     out; "*private" makes the pages PRIVATE, "*reshared" PRIVATE and then shared again;
     "*deleted" deletes the slot afterwards, "recreated" then adds it again over fresh memory;
-    "readonly" is a KVM_MEM_READONLY slot; `log_flags` (KVM_MEM_LOG_DIRTY_PAGES) are added to
+    "readonly" is a KVM_MEM_READONLY slot; "gmem-alternate" holds `host_data` at every page and
+    has its even pages PRIVATE; `log_flags` (KVM_MEM_LOG_DIRTY_PAGES) are added to
     the slot's flags. The user address of the slot's memory (0 when there is none)."""
     size = TEST_PAGES * PAGE_SIZE
     if memory == "none":
@@ -91,7 +92,8 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int, log_fla
         uaddr = guest_memory(stack, vm, size)
         if memory.startswith("gmem-"):
             gmem = stack.enter_context(vm.create_guest_memfd(size))
-    vm.backend.memory.write(uaddr, host_data.to_bytes(4, "little"))
+    for page in range(TEST_PAGES if memory == "gmem-alternate" else 1):  # every page's start, or the first's
+        vm.backend.memory.write(uaddr + page * PAGE_SIZE, host_data.to_bytes(4, "little"))
     if memory.startswith("gmem-"):
         flags, gmem_fd = c["KVM_MEM_GUEST_MEMFD"], gmem.fd
     if memory == "readonly":
@@ -109,6 +111,10 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int, log_fla
     for attributes in CONVERSIONS.get(memory, ()):
         values = {"address": TEST_GPA, "size": size, "attributes": c["KVM_MEMORY_ATTRIBUTE_PRIVATE"] * attributes}
         _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", values)
+    if memory == "gmem-alternate":  # the odd pages shared again, one call each
+        for page in range(1, TEST_PAGES, 2):
+            _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", {"address": TEST_GPA + page * PAGE_SIZE, "size": PAGE_SIZE,
+                                                              "attributes": 0})
     return uaddr
 
 

@@ -152,13 +152,16 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
     write = step.op == "store"
     slot = _slot(vm, step.gpa)
     gfn = step.gpa // PAGE_SIZE
-    private = bool(vm.attributes.at(gfn) & c["KVM_MEMORY_ATTRIBUTE_PRIVATE"])
+    per_slot = slot is not None and model.dev.skips("KVM_RUN.attributes-per-page", "vcpu")  # a mutant: the slot's first page decides
+    private = bool(vm.attributes.at(slot.gpa // PAGE_SIZE if per_slot and slot else gfn) & c["KVM_MEMORY_ATTRIBUTE_PRIVATE"])
     if private and (slot is None or slot.gmem is None):
         cpu.step -= 1  # the access faults: the vCPU stays at it
         raise _Exit("KVM_EXIT_MEMORY_FAULT", {"memory_fault.flags": c["KVM_MEMORY_EXIT_FLAG_PRIVATE"],
                                               "memory_fault.gpa": gfn * PAGE_SIZE, "memory_fault.size": PAGE_SIZE},
                     -errno.EFAULT)
     if slot is None or (write and slot.flags & c["KVM_MEM_READONLY"]):
+        if slot is not None and model.dev.skips("KVM_RUN.readonly-no-dirty", "vcpu"):
+            mark_page_dirty(model, vm, cpu, slot, gfn)  # a mutant marks the page the store never reached
         if write and _coalesce(model, vm, cpu, step.gpa, step.size, 0, step.value or 0):
             return
         fields = {"mmio.phys_addr": step.gpa, "mmio.len": step.size, "mmio.is_write": int(write)}

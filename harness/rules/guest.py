@@ -224,7 +224,14 @@ def slot_page(memory: str, host_data: int) -> Page:
 
 def slot_pages(memory: str, host_data: int, gpa: int, npages: int, page_size: int) -> dict[int, Page]:
     """Every page of the test slot as `slot_page` says, by GPA: the VMM wrote `host_data`
-    at the first page's start only, so a load elsewhere reads what the memory held."""
+    at the first page's start only, so a load elsewhere reads what the memory held. In
+    "gmem-alternate" the VMM wrote it at every page's start, made the slot PRIVATE and
+    then its odd pages shared again, each by its own call: each page follows its own
+    attribute (kvm_mem_is_private() per gfn; private_mem_conversions_test.c:179-192), so
+    the even pages read the guest_memfd's zeros and the odd ones the VMM's data."""
+    if memory == "gmem-alternate":
+        return {gpa + i * page_size: Page(True, private=not i % 2, gmem=True, data=host_data if i % 2 else 0)
+                for i in range(npages)}
     return {gpa + i * page_size: slot_page(memory, host_data if i == 0 else 0) for i in range(npages)}
 
 
@@ -249,9 +256,14 @@ def mismatch(expected: ExpectRun, seen: Sequence[Exit]) -> str | None:
 # -- dirty logging ---------------------------------------------------------------------------
 
 
-def written_pages(steps: Sequence[Step], slot_gpa: int, npages: int, page_size: int) -> tuple[int, ...]:
-    """The pages of a slot a program stores to, as offsets in the slot, in program order."""
+def written_pages(steps: Sequence[Step], slot_gpa: int, npages: int, page_size: int, readonly: bool = False) -> tuple[int, ...]:
+    """The pages of a slot a program stores to, as offsets in the slot, in program order;
+    none in a KVM_MEM_READONLY slot: its stores exit KVM_EXIT_MMIO and never reach
+    memory, so no SPTE becomes writable and nothing is marked (mmu.c kvm_handle_error_pfn():
+    KVM_PFN_ERR_RO_FAULT is emulated as MMIO; arm64/page_fault_test.c:1046-1070)."""
     out: list[int] = []
+    if readonly:
+        return ()
     for step in steps:
         index = (step.gpa - slot_gpa) // page_size
         if step.op == "store" and 0 <= index < npages and index not in out:

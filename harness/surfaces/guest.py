@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from harness.abi.fdkind import FdKind
 from harness.abi.guest_programs import MMIO_GPA, OUT_PORT, PROGRAMS, TEST_GPA, TEST_PAGES, Program
+from harness.abi.linux import PAGE_SIZE
 from harness.cases.case import Case
 from harness.cases.plan import Plan
 from harness.rules.guest import Zone
@@ -33,18 +34,20 @@ RULES = {
 
 # What the test slot is, for the programs that touch it; the others run with plain memory.
 MEMORIES = ("shared", "none", "deleted", "private", "private-deleted", "gmem-shared", "gmem-private", "gmem-mmap", "gmem-mmap-punched",
-            "gmem-reshared", "readonly", "recreated")
+            "gmem-reshared", "readonly", "recreated", "gmem-alternate")
+LOAD_LOOP_REGS = {"rcx": TEST_PAGES, "rdi": TEST_GPA, "rsi": PAGE_SIZE}  # load-loop: the first dword of each test page
 
 
 def guest_runs(t: Plan) -> list[Case]:
-    """Every program with every kind of test slot it can touch, per VM type; and KVM_RUN
-    in a VM without memslots."""
+    """Every program with every kind of test slot it can touch, per VM type; a load of
+    every test page with alternate pages PRIVATE; and KVM_RUN in a VM without memslots."""
     cases = []
     for vt in t.vm_types:
         for program in PROGRAMS.values():
             touches_test = any(s.op in ("load", "store") and s.gpa < 1 << 20 for s in program.steps)
             for memory in MEMORIES if touches_test else ("shared",):
                 cases.append(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", program.name), ("memory", memory))))
+        cases.append(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "load-loop"), ("memory", "gmem-alternate"))))
         cases.append(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("memslots", "none"),)))
     return cases
 
@@ -76,9 +79,12 @@ DIRTY_RING = "ring"
 
 
 def guest_dirty_logs(t: Plan) -> list[Case]:
-    """Each storing program under each way of collecting the dirty log, per VM type."""
-    return [Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("dirty", mode)))
-            for vt in t.vm_types for p in DIRTY_PROGRAMS for mode in (*DIRTY_LOGS, DIRTY_RING)]
+    """Each storing program under each way of collecting the dirty log, and a store into a
+    read-only logging slot, per VM type."""
+    return [*(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("dirty", mode)))
+              for vt in t.vm_types for p in DIRTY_PROGRAMS for mode in (*DIRTY_LOGS, DIRTY_RING)),
+            *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "store-test"), ("dirty", "get"), ("memory", "readonly")))
+              for vt in t.vm_types)]  # KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES: the store exits, nothing is marked
 
 
 def zone(name: str, page: int) -> Zone:
