@@ -13,11 +13,21 @@ import pytest
 
 from harness.abi.exits import Exit
 from harness.abi.fdkind import FdKind
-from harness.abi.guest_programs import HOST_PATTERN, MMIO_REPLY, PROGRAMS, TEST_GPA, TEST_PAGES, TEST_SLOT, Program
+from harness.abi.guest_programs import (
+    HOST_PATTERN,
+    MMIO_REPLY,
+    PROGRAM_NAMED,
+    TEST_GPA,
+    TEST_PAGES,
+    TEST_SLOT,
+    Program,
+    program_steps,
+)
 from harness.host import guest
 from harness.host.fds import Vcpu
 from harness.rules.guest import (
     ExpectRun,
+    coalesced_max,
     dirty_log,
     dirty_ring,
     guest_run,
@@ -30,7 +40,16 @@ from harness.rules.prefault import PreFaultInput, pre_fault_left, pre_fault_memo
 from harness.session.engine import Case, run_ioctl_case, verdict
 from harness.session.target import Target
 from harness.surfaces.dirty_log import RING_SIZE
-from harness.surfaces.guest import DIRTY_LOGS, DIRTY_RING, pre_fault_range, zone
+from harness.surfaces.guest import (
+    COALESCED_LOOP_REGS,
+    DIRTY_LOGS,
+    DIRTY_RING,
+    LOAD_LOOP_REGS,
+    loop_count,
+    pre_fault_range,
+    ring_index,
+    zones,
+)
 
 
 def require_memory(target: Target, memory: str, vm_type: int) -> None:
@@ -40,7 +59,7 @@ def require_memory(target: Target, memory: str, vm_type: int) -> None:
     if memory.startswith("gmem-mmap"):
         shared = target.facts.const("GUEST_MEMFD_FLAG_MMAP") | target.facts.const("GUEST_MEMFD_FLAG_INIT_SHARED")
         target.require_cap("KVM_CAP_GUEST_MEMFD_FLAGS", vm_type, bits=shared)
-    if memory.endswith(("private", "reshared", "private-deleted")):
+    if memory.endswith(("private", "reshared", "private-deleted", "alternate")):
         target.require_ioctl("KVM_SET_MEMORY_ATTRIBUTES", FdKind.VM, vm_type)
         target.require_cap("KVM_CAP_MEMORY_ATTRIBUTES", vm_type, bits=target.facts.const("KVM_MEMORY_ATTRIBUTE_PRIVATE"))
 
@@ -58,11 +77,12 @@ def test_guest_run(target: Target, case: Case) -> None:
             expected = run_without_memslots(facts.const("KVM_INTERNAL_ERROR_EMULATION"))
             what, uaddr = "its reset state", 0
         else:
-            program, memory = PROGRAMS[str(case.knob("program"))], str(case.knob("memory"))
+            program, memory = PROGRAM_NAMED[str(case.knob("program"))], str(case.knob("memory"))
             require_memory(target, memory, case.vm_type)
             uaddr = guest.set_test_slot(stack, vm, memory, HOST_PATTERN)
-            vcpu = guest.boot(stack, target.kvm, vm, program)
-            expected = expect_run(target, program, memory)
+            gprs = LOAD_LOOP_REGS if program.loop else {}
+            vcpu = guest.boot(stack, target.kvm, vm, program, gprs)
+            expected = expect_run(target, program, memory, (), gprs)
             what = f"program {program.name} ({program.asm}) with a {memory} test slot"
         seen = guest.run(vcpu)
         problem = mismatch(expected, seen) or memory_problem(target, expected, uaddr)
@@ -70,10 +90,19 @@ def test_guest_run(target: Target, case: Case) -> None:
         fail(vcpu, what, problem, expected, seen)
 
 
-def expect_run(target: Target, program: Program, memory: str, zones: tuple[tuple[int, int, int], ...] = ()) -> ExpectRun:
-    """The rule's run of `program` over a test slot of kind `memory` holding HOST_PATTERN."""
+def expect_run(target: Target, program: Program, memory: str, registered: tuple[tuple[int, int, int], ...] = (),
+               gprs: dict[str, int] | None = None) -> ExpectRun:
+    """The rule's run of `program` (with `gprs`) over a test slot of kind `memory` holding
+    HOST_PATTERN, with the coalesced zones `registered`."""
     pages = slot_pages(memory, HOST_PATTERN, TEST_GPA, TEST_PAGES, target.page)
-    return guest_run(program.steps, pages, target.page, target.facts.const("KVM_MEMORY_EXIT_FLAG_PRIVATE"), MMIO_REPLY, zones)
+    return guest_run(program_steps(program, gprs or {}), pages, target.page, target.facts.const("KVM_MEMORY_EXIT_FLAG_PRIVATE"),
+                     MMIO_REPLY, registered, coalesced_room(target))
+
+
+def coalesced_room(target: Target) -> int:
+    """KVM_COALESCED_MMIO_MAX, from the ring's structs."""
+    structs = target.facts.structs
+    return coalesced_max(target.page, structs["kvm_coalesced_mmio_ring"].size, structs["kvm_coalesced_mmio"].size)
 
 
 def memory_problem(target: Target, expected: ExpectRun, uaddr: int) -> str | None:
@@ -98,7 +127,7 @@ def test_guest_dirty_log(target: Target, case: Case) -> None:
     ring holds the rule's entries."""
     vt, facts = case.vm_type, target.facts
     target.require_vm(vt)
-    program, mode = PROGRAMS[str(case.knob("program"))], str(case.knob("dirty"))
+    program, mode = PROGRAM_NAMED[str(case.knob("program"))], str(case.knob("dirty"))
     protect, ops = DIRTY_LOGS.get(mode, ((), ("run",)))
     bits = sum(facts.const(c) for c in protect)
     if mode == DIRTY_RING:
@@ -108,16 +137,17 @@ def test_guest_dirty_log(target: Target, case: Case) -> None:
         target.require_ioctl("KVM_CLEAR_DIRTY_LOG", FdKind.VM, vt)
     if bits:
         target.require_cap("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", vt, bits=bits)
-    written = written_pages(program.steps, TEST_GPA, TEST_PAGES, target.page)
-    expected_run = replace(expect_run(target, program, "shared"), rule="guest_dirty_log")
-    what = f"program {program.name} ({program.asm}) with a logging test slot ({mode})"
+    memory = str(case.knob("memory", "shared"))
+    written = written_pages(program.steps, TEST_GPA, TEST_PAGES, target.page, memory == "readonly")
+    expected_run = replace(expect_run(target, program, memory), rule="guest_dirty_log")
+    what = f"program {program.name} ({program.asm}) with a {memory} logging test slot ({mode})"
     with ExitStack() as stack:
         vm = stack.enter_context(target.vm(vt))
         if mode == DIRTY_RING:
             guest.enable_cap(vm, "KVM_CAP_DIRTY_LOG_RING", RING_SIZE)
         if bits:
             guest.enable_cap(vm, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", bits)
-        guest.set_test_slot(stack, vm, "shared", HOST_PATTERN, facts.const("KVM_MEM_LOG_DIRTY_PAGES"))
+        guest.set_test_slot(stack, vm, memory, HOST_PATTERN, facts.const("KVM_MEM_LOG_DIRTY_PAGES"))
         vcpu = guest.boot(stack, target.kvm, vm, program)
         ring = guest.map_dirty_ring(stack, vcpu, RING_SIZE) if mode == DIRTY_RING else 0
         seen: list[Exit] = []
@@ -152,29 +182,38 @@ def test_guest_dirty_log(target: Target, case: Case) -> None:
 
 @pytest.mark.cases("guest_coalesced")
 def test_guest_coalesced_mmio(target: Target, case: Case) -> None:
-    """A program's exits with a coalesced zone registered are the rule's, and the coalesced
+    """A program's exits with coalesced zones registered are the rule's, and the coalesced
     ring at KVM_COALESCED_MMIO_PAGE_OFFSET of kvm_run's mapping holds exactly the entries
-    its writes into the zone left."""
+    its writes into the zones left, from where the VMM set first == last, wrapping."""
     vt = case.vm_type
     target.require_vm(vt)
-    program, name = PROGRAMS[str(case.knob("program"))], str(case.knob("zone"))
-    z = zone(name, target.page)
+    program, name = PROGRAM_NAMED[str(case.knob("program"))], str(case.knob("zone"))
+    registered = zones(name, target.page)
     target.require_ioctl("KVM_REGISTER_COALESCED_MMIO", FdKind.VM, vt)
-    if z[2]:
+    if any(z[2] for z in registered):
         target.require_cap("KVM_CAP_COALESCED_PIO", vt)
-    expected = expect_run(target, program, "shared", (z,))
-    what = f"program {program.name} ({program.asm}) with coalesced zone {name} (addr 0x{z[0]:x}, size {z[1]}, pio {z[2]})"
+    room = coalesced_room(target)
+    start = ring_index(str(case.knob("first", "0")), room)
+    gprs = {**COALESCED_LOOP_REGS, "rcx": loop_count(str(case.knob("count")), room)} if program.loop else {}
+    expected = expect_run(target, program, "shared", registered, gprs)
+    shown = ", ".join(f"addr 0x{a:x} size {n} pio {p}" for a, n, p in registered)
+    what = f"program {program.name} ({program.asm}, {gprs}) with coalesced zones {name} ({shown}), ring from {start}"
     with ExitStack() as stack:
         vm = stack.enter_context(target.vm(vt))
-        guest.register_zone(vm, z)
+        for z in registered:
+            guest.register_zone(vm, z)
         guest.set_test_slot(stack, vm, "shared", HOST_PATTERN)
-        vcpu = guest.boot(stack, target.kvm, vm, program)
+        vcpu = guest.boot(stack, target.kvm, vm, program, gprs)
+        if start:
+            guest.set_coalesced_ring(vcpu, start)
         seen = guest.run(vcpu)
         problem = mismatch(expected, seen)
         first, last, entries = guest.coalesced_ring(vcpu)
     want = [asdict(c) for c in expected.coalesced]
-    if problem is None and (first, last, entries) != (0, len(want), want):
-        problem = f"the coalesced ring holds first={first} last={last} {entries}, not first=0 last={len(want)} {want}"
+    end = (start + len(want)) % room
+    if problem is None and (first, last, entries) != (start, end, want):
+        problem = (f"the coalesced ring holds first={first} last={last} {len(entries)} entries {entries[:3]}..., "
+                   f"not first={start} last={end} {len(want)} entries {want[:3]}...")
     if problem:
         fail(vcpu, what, problem, expected, seen)
 
@@ -186,7 +225,7 @@ def test_guest_pre_fault(target: Target, case: Case) -> None:
     vt, facts, page = case.vm_type, target.facts, target.page
     target.require_vm(vt)
     target.require_ioctl("KVM_PRE_FAULT_MEMORY", FdKind.VCPU, vt)
-    program, memory = PROGRAMS[str(case.knob("program"))], str(case.knob("memory"))
+    program, memory = PROGRAM_NAMED[str(case.knob("program"))], str(case.knob("memory"))
     require_memory(target, memory, vt)
     gpa, size = pre_fault_range(program, page)
     p = PreFaultInput({"gpa": gpa, "size": size, "flags": 0}, facts.structs["kvm_pre_fault_memory"], page,

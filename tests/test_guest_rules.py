@@ -12,19 +12,23 @@ from harness.abi.guest_programs import (
     GDT_GPA,
     MMIO_GPA,
     MMIO_REPLY,
+    OUT_PORT,
+    PROGRAM_NAMED,
     PROGRAMS,
     SEL_CODE,
     TEST_GPA,
     TEST_PAGES,
     memory_image,
     program_at,
+    program_steps,
     sregs,
 )
 from harness.abi.linux import PAGE_SIZE
 from harness.abi.profile import load_profile
-from harness.rules.guest import Coalesced, Page, dirty_log, dirty_ring, guest_run, mismatch, slot_page, written_pages
+from harness.rules.guest import Coalesced, Page, coalesced_max, dirty_log, dirty_ring, guest_run, mismatch, slot_page, written_pages
 
 FACTS = load_profile("released")
+ROOM = coalesced_max(PAGE_SIZE, FACTS.structs["kvm_coalesced_mmio_ring"].size, FACTS.structs["kvm_coalesced_mmio"].size)
 PRIVATE = FACTS.const("KVM_MEMORY_EXIT_FLAG_PRIVATE")
 
 
@@ -99,11 +103,30 @@ def test_dirty_log_marks_exactly_the_pages_written() -> None:
 def test_coalesced_writes_give_no_exit() -> None:
     """A store inside a zone lands in the ring; one running past its end, or a load, exits MMIO."""
     store, load = PROGRAMS["store-mmio"].steps, PROGRAMS["load-mmio"].steps
-    inside = guest_run(store, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, ((MMIO_GPA, 8, 0),))
+    inside = guest_run(store, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, ((MMIO_GPA, 8, 0),), ROOM)
     assert [e.reason for e in inside.exits] == ["KVM_EXIT_HLT"]
     assert inside.coalesced == (Coalesced(MMIO_GPA, 4, 0, 0x11223344),) and inside.rule == "guest_coalesced_mmio"
     for steps, zone in ((store, (MMIO_GPA, 2, 0)), (store, (MMIO_GPA, 8, 1)), (load, (MMIO_GPA, 8, 0))):
-        run = guest_run(steps, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, (zone,))
+        run = guest_run(steps, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, (zone,), ROOM)
         assert run.exits[0].reason == "KVM_EXIT_MMIO" and run.coalesced == ()
-    out = guest_run(PROGRAMS["out"].steps, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, ((0x10, 1, 1),))
+    out = guest_run(PROGRAMS["out"].steps, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, ((0x10, 1, 1),), ROOM)
     assert out.coalesced == (Coalesced(0x10, 1, 1, 0x42),) and [e.reason for e in out.exits] == ["KVM_EXIT_HLT"]
+
+
+def test_loop_programs_expand_from_registers() -> None:
+    """A loop's body runs rcx times at rdi (dx) advanced by rsi, then hlt."""
+    steps = program_steps(PROGRAM_NAMED["store-loop"], {"rcx": 3, "rdi": 0x1000, "rsi": PAGE_SIZE})
+    assert [(s.op, s.gpa) for s in steps] == [("store", 0x1000), ("store", 0x2000), ("store", 0x3000), ("hlt", 0)]
+    mixed = program_steps(PROGRAM_NAMED["mixed-loop"], {"rcx": 2, "rdi": MMIO_GPA, "rdx": OUT_PORT})
+    assert [(s.op, s.gpa, s.port) for s in mixed[:2]] == [("store", MMIO_GPA, 0), ("out", 0, OUT_PORT)] and len(mixed) == 5
+    for p in PROGRAM_NAMED.values():
+        assert program_at(p.code + b"\xcc") is p
+
+
+def test_coalesced_ring_keeps_one_entry_free() -> None:
+    """KVM_COALESCED_MMIO_MAX - 1 writes are coalesced, the next exits as without the zone."""
+    assert ROOM == 170
+    steps = program_steps(PROGRAM_NAMED["store-loop"], {"rcx": ROOM, "rdi": MMIO_GPA})
+    run = guest_run(steps, {}, PAGE_SIZE, PRIVATE, MMIO_REPLY, ((MMIO_GPA, 8, 0),), ROOM)
+    assert len(run.coalesced) == ROOM - 1 and [e.reason for e in run.exits] == ["KVM_EXIT_MMIO", "KVM_EXIT_HLT"]
+    assert dict(run.exits[0].fields)["mmio.phys_addr"] == MMIO_GPA and "one entry free" in run.clause

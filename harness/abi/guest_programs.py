@@ -13,7 +13,8 @@ identity pages over the first GiB. Guest-physical layout:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from harness.abi.linux import PAGE_SIZE
 
@@ -41,21 +42,27 @@ SEL_CODE, SEL_DATA, SEL_TSS = 0x08, 0x10, 0x18
 class Step:
     """What one instruction does that the uAPI can see: `load` or `store` `size` bytes
     at `gpa`, `out` to `port` (a constant, or the value last loaded when `value` is
-    None), or `hlt`."""
+    None), or `hlt`; in a loop's body, `indexed` takes the address from rdi (a load or
+    store) or the port from dx (`out`), advanced by rsi each pass."""
 
     op: str
     gpa: int = 0
     port: int = 0
     size: int = 0
     value: int | None = None
+    indexed: bool = False
 
 
 @dataclass(frozen=True)
 class Program:
+    """Machine code and its steps; a loop program's `steps` are its body, which runs rcx
+    times (`program_steps`), then hlt."""
+
     name: str
     code: bytes
     asm: str
     steps: tuple[Step, ...]
+    loop: bool = False
 
 
 def _load(gpa: int) -> tuple[Step, ...]:
@@ -82,9 +89,49 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
 )}
 
 
+LOOP_BODY = {
+    "store": (Step("store", size=4, value=STORED, indexed=True),),
+    "load": (Step("load", size=4, indexed=True), Step("out", port=DATA_PORT, size=4)),
+    "out": (Step("out", size=4, value=STORED, indexed=True),),
+    "mixed": (Step("store", size=4, value=STORED, indexed=True), Step("out", size=4, value=STORED, indexed=True)),
+}
+# `loop` decrements rcx and jumps back while it is not zero: the case sets rcx (>= 1), rdi, rsi and rdx
+LOOPS = (
+    Program("store-loop", bytes.fromhex("c70744332211 4801f7 e2f5 f4"),
+            "1: movl $0x11223344,(%rdi); add %rsi,%rdi; loop 1b; hlt", LOOP_BODY["store"], loop=True),
+    Program("load-loop", bytes.fromhex("8b07 e711 4801f7 e2f7 f4"),
+            "1: mov (%rdi),%eax; out %eax,$0x11; add %rsi,%rdi; loop 1b; hlt", LOOP_BODY["load"], loop=True),
+    Program("out-loop", bytes.fromhex("b844332211 ef 6601f2 e2fa f4"),
+            "mov $0x11223344,%eax; 1: out %eax,(%dx); add %si,%dx; loop 1b; hlt", LOOP_BODY["out"], loop=True),
+    Program("mixed-loop", bytes.fromhex("b844332211 8907 ef 4801f7 6601f2 e2f5 f4"),
+            "mov $0x11223344,%eax; 1: mov %eax,(%rdi); out %eax,(%dx); add %rsi,%rdi; add %si,%dx; loop 1b; hlt",
+            LOOP_BODY["mixed"], loop=True),
+)
+PROGRAM_NAMED = {**PROGRAMS, **{p.name: p for p in LOOPS}}  # every program, the loops apart from PROGRAMS
+
+
+def program_steps(program: Program, gprs: Mapping[str, int]) -> tuple[Step, ...]:
+    """The steps a program takes from its entry with these registers: a loop program's
+    body rcx times, pass i at rdi + i * rsi (port dx + i * si, 16 bits), then hlt."""
+    if not program.loop:
+        return program.steps
+    count, addr, stride, port = (gprs.get(r, 0) for r in ("rcx", "rdi", "rsi", "rdx"))
+    assert count >= 1, "loop with rcx 0 runs 2^64 times"
+    out: list[Step] = []
+    for i in range(count):
+        for s in program.steps:
+            if s.indexed and s.op == "out":
+                out.append(replace(s, port=(port + i * stride) & 0xFFFF))
+            elif s.indexed:
+                out.append(replace(s, gpa=addr + i * stride))
+            else:
+                out.append(s)
+    return (*out, Step("hlt"))
+
+
 def program_at(code: bytes) -> Program | None:
     """The program whose bytes start `code` (the model recognises programs this way)."""
-    return next((p for p in PROGRAMS.values() if code.startswith(p.code)), None)
+    return next((p for p in (*PROGRAMS.values(), *LOOPS) if code.startswith(p.code)), None)
 
 
 # -- the long-mode vCPU ----------------------------------------------------------------------
@@ -133,6 +180,6 @@ def sregs() -> dict[str, int]:
     return out
 
 
-def regs() -> dict[str, int]:
-    """kvm_regs: every GPR zero, the entry point and stack of slot 0."""
-    return {"rip": CODE_GPA, "rsp": STACK_TOP, "rflags": RFLAGS_FIXED}
+def regs(gprs: Mapping[str, int] | None = None) -> dict[str, int]:
+    """kvm_regs: every GPR zero but `gprs` (a loop program's), the entry point and stack of slot 0."""
+    return {**(gprs or {}), "rip": CODE_GPA, "rsp": STACK_TOP, "rflags": RFLAGS_FIXED}

@@ -10,7 +10,7 @@ backend (`backend.mmap`, `backend.memory`), so the model answers the same calls.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 
 from harness.abi.errnos import errno_name
@@ -44,7 +44,7 @@ from harness.host.fds import IoctlError, Kvm, KvmFd, Vcpu, Vm
 CPUID_ENTRIES = 256  # room for KVM_GET_SUPPORTED_CPUID (75 entries here; E2BIG if too few)
 CONTINUES = frozenset({"KVM_EXIT_IO", "KVM_EXIT_MMIO"})  # exits after which the program goes on
 # the attribute changes a test slot goes through (1: PRIVATE, 0: shared)
-CONVERSIONS = {"private": (1,), "private-deleted": (1,), "gmem-private": (1,), "gmem-reshared": (1, 0)}
+CONVERSIONS = {"private": (1,), "private-deleted": (1,), "gmem-private": (1,), "gmem-reshared": (1, 0), "gmem-alternate": (1,)}
 RUN_LIMIT_S = 2.0  # a program that never exits is stopped by SIGALRM (KVM_RUN: EINTR)
 
 
@@ -74,7 +74,8 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int, log_fla
     mmap (which is also the slot's userspace_addr), "-punched" then punches the first page
     out; "*private" makes the pages PRIVATE, "*reshared" PRIVATE and then shared again;
     "*deleted" deletes the slot afterwards, "recreated" then adds it again over fresh memory;
-    "readonly" is a KVM_MEM_READONLY slot; `log_flags` (KVM_MEM_LOG_DIRTY_PAGES) are added to
+    "readonly" is a KVM_MEM_READONLY slot; "gmem-alternate" holds `host_data` at every page and
+    has its even pages PRIVATE; `log_flags` (KVM_MEM_LOG_DIRTY_PAGES) are added to
     the slot's flags. The user address of the slot's memory (0 when there is none)."""
     size = TEST_PAGES * PAGE_SIZE
     if memory == "none":
@@ -91,7 +92,8 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int, log_fla
         uaddr = guest_memory(stack, vm, size)
         if memory.startswith("gmem-"):
             gmem = stack.enter_context(vm.create_guest_memfd(size))
-    vm.backend.memory.write(uaddr, host_data.to_bytes(4, "little"))
+    for page in range(TEST_PAGES if memory == "gmem-alternate" else 1):  # every page's start, or the first's
+        vm.backend.memory.write(uaddr + page * PAGE_SIZE, host_data.to_bytes(4, "little"))
     if memory.startswith("gmem-"):
         flags, gmem_fd = c["KVM_MEM_GUEST_MEMFD"], gmem.fd
     if memory == "readonly":
@@ -109,6 +111,10 @@ def set_test_slot(stack: ExitStack, vm: Vm, memory: str, host_data: int, log_fla
     for attributes in CONVERSIONS.get(memory, ()):
         values = {"address": TEST_GPA, "size": size, "attributes": c["KVM_MEMORY_ATTRIBUTE_PRIVATE"] * attributes}
         _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", values)
+    if memory == "gmem-alternate":  # the odd pages shared again, one call each
+        for page in range(1, TEST_PAGES, 2):
+            _checked_struct(vm, "KVM_SET_MEMORY_ATTRIBUTES", {"address": TEST_GPA + page * PAGE_SIZE, "size": PAGE_SIZE,
+                                                              "attributes": 0})
     return uaddr
 
 
@@ -135,8 +141,9 @@ def _set_cpuid(kvm: Kvm, vcpu: Vcpu) -> None:
             raise IoctlError(-r, f"KVM_SET_CPUID2 ({nent} entries) on {vcpu.label} failed: {errno_name(r)}")
 
 
-def boot(stack: ExitStack, kvm: Kvm, vm: Vm, program: Program) -> Vcpu:
-    """Slot 0 with the page tables, GDT and the program; vCPU 0 in long mode at its entry."""
+def boot(stack: ExitStack, kvm: Kvm, vm: Vm, program: Program, gprs: Mapping[str, int] | None = None) -> Vcpu:
+    """Slot 0 with the page tables, GDT and the program; vCPU 0 in long mode at its entry,
+    with `gprs` (a loop program's count, address, stride and port)."""
     memory = vm.backend.memory
     base = guest_memory(stack, vm, BASE_SIZE)
     for gpa, data in memory_image().items():
@@ -147,7 +154,7 @@ def boot(stack: ExitStack, kvm: Kvm, vm: Vm, program: Program) -> Vcpu:
     _set_cpuid(kvm, vcpu)
     now = _checked_struct(vcpu, "KVM_GET_SREGS", {})
     _checked_struct(vcpu, "KVM_SET_SREGS", {**now, **sregs()})
-    _checked_struct(vcpu, "KVM_SET_REGS", regs())
+    _checked_struct(vcpu, "KVM_SET_REGS", regs(gprs))
     return vcpu
 
 
@@ -243,6 +250,14 @@ def dirty_ring_entries(vcpu: Vcpu, ring: int, ring_bytes: int) -> list[tuple[int
             break
         out.append((e["flags"], e["slot"], e["offset"]))
     return out
+
+
+def set_coalesced_ring(vcpu: Vcpu, index: int) -> None:
+    """first and last of the coalesced ring both set to `index` (an empty ring starting
+    there), as the VMM may: KVM reads them from the shared page on every write."""
+    facts = vcpu.facts
+    at = vcpu.run_addr + facts.constants["KVM_COALESCED_MMIO_PAGE_OFFSET"] * PAGE_SIZE
+    vcpu.backend.memory.write(at, facts.structs["kvm_coalesced_mmio_ring"].pack({"first": index, "last": index}))
 
 
 def coalesced_ring(vcpu: Vcpu) -> tuple[int, int, list[dict[str, int]]]:

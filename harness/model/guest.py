@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from harness.abi.exits import run_fields
-from harness.abi.guest_programs import Step, program_at
+from harness.abi.guest_programs import Step, program_at, program_steps
 from harness.abi.linux import PAGE_SIZE
 from harness.model.dirty_log import mark_page_dirty
 from harness.model.state import Handle, Slot, VcpuState, VmState
@@ -130,8 +130,9 @@ def _go(model: ModelBackend, vm: VmState, cpu: VcpuState) -> None:
     if cpu.mmio_load:
         data = copy_from_user(cpu.run_addr + run_fields(model.facts)["mmio.data[0]"][0], 8) or bytes(8)
         cpu.loaded, cpu.mmio_load = int.from_bytes(data[:4], "little"), False
-    while cpu.step < len(program.steps):
-        step = program.steps[cpu.step]
+    steps = program_steps(program, cpu.regs)  # the model keeps the registers as KVM_SET_REGS left them
+    while cpu.step < len(steps):
+        step = steps[cpu.step]
         cpu.step += 1
         _do(model, vm, cpu, step)
     raise AssertionError(f"program {program.name} ran past its last step")
@@ -151,13 +152,16 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
     write = step.op == "store"
     slot = _slot(vm, step.gpa)
     gfn = step.gpa // PAGE_SIZE
-    private = bool(vm.attributes.at(gfn) & c["KVM_MEMORY_ATTRIBUTE_PRIVATE"])
+    per_slot = slot is not None and model.dev.skips("KVM_RUN.attributes-per-page", "vcpu")  # a mutant: the slot's first page decides
+    private = bool(vm.attributes.at(slot.gpa // PAGE_SIZE if per_slot and slot else gfn) & c["KVM_MEMORY_ATTRIBUTE_PRIVATE"])
     if private and (slot is None or slot.gmem is None):
         cpu.step -= 1  # the access faults: the vCPU stays at it
         raise _Exit("KVM_EXIT_MEMORY_FAULT", {"memory_fault.flags": c["KVM_MEMORY_EXIT_FLAG_PRIVATE"],
                                               "memory_fault.gpa": gfn * PAGE_SIZE, "memory_fault.size": PAGE_SIZE},
                     -errno.EFAULT)
     if slot is None or (write and slot.flags & c["KVM_MEM_READONLY"]):
+        if slot is not None and model.dev.skips("KVM_RUN.readonly-no-dirty", "vcpu"):
+            mark_page_dirty(model, vm, cpu, slot, gfn)  # a mutant marks the page the store never reached
         if write and _coalesce(model, vm, cpu, step.gpa, step.size, 0, step.value or 0):
             return
         fields = {"mmio.phys_addr": step.gpa, "mmio.len": step.size, "mmio.is_write": int(write)}
@@ -193,7 +197,7 @@ def _do(model: ModelBackend, vm: VmState, cpu: VcpuState, step: Step) -> None:
 def _coalesce(model: ModelBackend, vm: VmState, cpu: VcpuState, addr: int, size: int, pio: int, value: int) -> bool:
     """coalesced_mmio_write() (coalesced_mmio.c:47-78): a write wholly inside a zone of its
     bus, with room in the ring (one entry stays free), goes into the entry `last`, and
-    `last` moves on; the vCPU does not exit."""
+    `last` moves on modulo KVM_COALESCED_MMIO_MAX; the vCPU does not exit."""
     end = addr + 1 if model.dev.skips("KVM_RUN.coalesced-range", "vcpu") else addr + size  # a mutant checks the start only
     if model.dev.skips("KVM_RUN.coalesced", "vcpu") or not any(p == pio and a <= addr and end <= a + n for a, n, p in vm.zones):
         return False
@@ -202,12 +206,14 @@ def _coalesce(model: ModelBackend, vm: VmState, cpu: VcpuState, addr: int, size:
     ring = head.unpack(copy_from_user(page, head.size) or bytes(head.size))
     room = (PAGE_SIZE - head.size) // entry.size  # KVM_COALESCED_MMIO_MAX
     last = ring["last"]
-    if last >= room or (last + 1) % room == ring["first"]:
+    fills = model.dev.skips("KVM_RUN.coalesced-free-entry", "vcpu")  # a mutant fills the last free entry too
+    if last >= room or ((last + 1) % room == ring["first"] and not fills):
         return False
     data = {f"data[{b}]": x for b, x in enumerate(value.to_bytes(8, "little")[:size])}
     phys_addr = addr + model.dev.exit_skew.get("coalesced.phys_addr", 0)
     copy_to_user(page + head.size + last * entry.size, entry.pack({"phys_addr": phys_addr, "len": size, "pio": pio, **data}))
-    copy_to_user(page, head.pack({**ring, "last": (last + 1) % room}))
+    wraps = not model.dev.skips("KVM_RUN.coalesced-wrap", "vcpu")  # a mutant runs `last` past the ring's end
+    copy_to_user(page, head.pack({**ring, "last": (last + 1) % room if wraps else last + 1}))
     return True
 
 

@@ -94,8 +94,13 @@ def coalesced_zone(zones: Sequence[Zone], addr: int, size: int, pio: int) -> boo
     return any(p == pio and a <= addr and addr + size <= a + n for a, n, p in zones)
 
 
+def coalesced_max(page_size: int, ring_header: int, entry: int) -> int:
+    """KVM_COALESCED_MMIO_MAX: the entries of the ring page after its header (kvm.h:549)."""
+    return (page_size - ring_header) // entry
+
+
 def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, private_flag: int,
-              mmio_reply: int, zones: Sequence[Zone] = ()) -> ExpectRun:
+              mmio_reply: int, zones: Sequence[Zone] = (), room: int = 0) -> ExpectRun:
     """The exits of a program whose accesses see `pages` (by page-aligned GPA).
 
     - A load or store to a GPA in no memslot exits KVM_EXIT_MMIO with phys_addr, len and
@@ -114,14 +119,33 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
       `hlt` without an in-kernel irqchip exits KVM_EXIT_HLT (x86.c kvm_emulate_halt()).
     - A store or `out` that lies wholly in a coalesced zone of its bus (`zones`) gives no
       exit: coalesced_mmio_write() puts phys_addr, len, the bytes and the zone's pio into
-      the ring's entry `last` and advances `last` (coalesced_mmio.c:71-76); a load is no
-      write and exits as without the zone (the device has no read op).
+      the ring's entry `last` and advances `last` modulo KVM_COALESCED_MMIO_MAX
+      (coalesced_mmio.c:71-76; `room`: that many entries), from wherever the VMM left
+      first == last; a load is no write and exits as without the zone
+      (the device has no read op).
+    - The ring keeps one entry free: when `(last + 1) % KVM_COALESCED_MMIO_MAX == first`
+      the write is not coalesced (coalesced_mmio.c:59-68) and exits KVM_EXIT_MMIO (or
+      KVM_EXIT_IO) as without the zone.
     """
     exits: list[ExpectExit] = []
     memory: list[tuple[int, int]] = []
     coalesced: list[Coalesced] = []
     clause = "the program's steps run in memslot memory"
     loaded = 0
+
+    full = "the coalesced ring keeps one entry free: a write into a zone of a full ring exits as without the zone"
+
+    def coalesce(addr: int, size: int, pio: int, value: int) -> bool:
+        nonlocal clause
+        if not coalesced_zone(zones, addr, size, pio):
+            return False
+        if len(coalesced) + 1 >= room:  # (last + 1) % room == first
+            clause = full
+            return False
+        coalesced.append(Coalesced(addr, size, pio, value))
+        clause = f"a write wholly inside a coalesced {'PIO ' if pio else ''}zone is recorded in the ring, without an exit"
+        return True
+
     for step in steps:
         if step.op in ("load", "store"):
             page = pages.get(step.gpa - step.gpa % page_size, Page(False))
@@ -134,16 +158,15 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
                           "KVM_EXIT_MEMORY_FAULT, KVM_MEMORY_EXIT_FLAG_PRIVATE, the page's gpa and PAGE_SIZE")
                 return ExpectRun(tuple(exits), tuple(memory), "guest_run", clause)
             if not page.in_slot or (write and page.readonly):
-                if write and coalesced_zone(zones, step.gpa, step.size, 0):
-                    coalesced.append(Coalesced(step.gpa, step.size, 0, step.value or 0))
-                    clause = "a write wholly inside a coalesced zone is recorded in the ring, without an exit"
+                if write and coalesce(step.gpa, step.size, 0, step.value or 0):
                     continue
                 fields = [("mmio.phys_addr", step.gpa), ("mmio.len", step.size), ("mmio.is_write", write)]
                 if write:
                     fields.append(("mmio.data", step.value or 0))
                 exits.append(ExpectExit("KVM_EXIT_MMIO", 0, tuple(fields)))
                 loaded = mmio_reply
-                clause = "an access to a GPA in no memslot exits KVM_EXIT_MMIO with the address, length and direction"
+                no_slot = "an access to a GPA in no memslot exits KVM_EXIT_MMIO with the address, length and direction"
+                clause = full if clause == full else no_slot
                 if page.in_slot:
                     memory.append((step.gpa, page.data))  # the store did not reach the slot's memory
                     clause = "a store to a KVM_MEM_READONLY slot exits KVM_EXIT_MMIO and leaves the memory as it was"
@@ -153,9 +176,7 @@ def guest_run(steps: Sequence[Step], pages: Mapping[int, Page], page_size: int, 
                 memory.append((step.gpa, loaded))  # shared: the VMM sees it where it maps the slot
         elif step.op == "out":
             value = loaded if step.value is None else step.value
-            if coalesced_zone(zones, step.port, step.size, 1):
-                coalesced.append(Coalesced(step.port, step.size, 1, value))
-                clause = "an `out` wholly inside a coalesced PIO zone is recorded in the ring, without an exit"
+            if coalesce(step.port, step.size, 1, value):
                 continue
             exits.append(ExpectExit("KVM_EXIT_IO", 0, (("io.direction", IO_OUT), ("io.size", step.size),
                                                        ("io.port", step.port), ("io.count", 1), ("io.data", value))))
@@ -203,7 +224,14 @@ def slot_page(memory: str, host_data: int) -> Page:
 
 def slot_pages(memory: str, host_data: int, gpa: int, npages: int, page_size: int) -> dict[int, Page]:
     """Every page of the test slot as `slot_page` says, by GPA: the VMM wrote `host_data`
-    at the first page's start only, so a load elsewhere reads what the memory held."""
+    at the first page's start only, so a load elsewhere reads what the memory held. In
+    "gmem-alternate" the VMM wrote it at every page's start, made the slot PRIVATE and
+    then its odd pages shared again, each by its own call: each page follows its own
+    attribute (kvm_mem_is_private() per gfn; private_mem_conversions_test.c:179-192), so
+    the even pages read the guest_memfd's zeros and the odd ones the VMM's data."""
+    if memory == "gmem-alternate":
+        return {gpa + i * page_size: Page(True, private=not i % 2, gmem=True, data=host_data if i % 2 else 0)
+                for i in range(npages)}
     return {gpa + i * page_size: slot_page(memory, host_data if i == 0 else 0) for i in range(npages)}
 
 
@@ -228,9 +256,14 @@ def mismatch(expected: ExpectRun, seen: Sequence[Exit]) -> str | None:
 # -- dirty logging ---------------------------------------------------------------------------
 
 
-def written_pages(steps: Sequence[Step], slot_gpa: int, npages: int, page_size: int) -> tuple[int, ...]:
-    """The pages of a slot a program stores to, as offsets in the slot, in program order."""
+def written_pages(steps: Sequence[Step], slot_gpa: int, npages: int, page_size: int, readonly: bool = False) -> tuple[int, ...]:
+    """The pages of a slot a program stores to, as offsets in the slot, in program order;
+    none in a KVM_MEM_READONLY slot: its stores exit KVM_EXIT_MMIO and never reach
+    memory, so no SPTE becomes writable and nothing is marked (mmu.c kvm_handle_error_pfn():
+    KVM_PFN_ERR_RO_FAULT is emulated as MMIO; arm64/page_fault_test.c:1046-1070)."""
     out: list[int] = []
+    if readonly:
+        return ()
     for step in steps:
         index = (step.gpa - slot_gpa) // page_size
         if step.op == "store" and 0 <= index < npages and index not in out:

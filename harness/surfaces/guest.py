@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from harness.abi.fdkind import FdKind
 from harness.abi.guest_programs import MMIO_GPA, OUT_PORT, PROGRAMS, TEST_GPA, TEST_PAGES, Program
+from harness.abi.linux import PAGE_SIZE
 from harness.cases.case import Case
 from harness.cases.plan import Plan
 from harness.rules.guest import Zone
@@ -33,18 +34,20 @@ RULES = {
 
 # What the test slot is, for the programs that touch it; the others run with plain memory.
 MEMORIES = ("shared", "none", "deleted", "private", "private-deleted", "gmem-shared", "gmem-private", "gmem-mmap", "gmem-mmap-punched",
-            "gmem-reshared", "readonly", "recreated")
+            "gmem-reshared", "readonly", "recreated", "gmem-alternate")
+LOAD_LOOP_REGS = {"rcx": TEST_PAGES, "rdi": TEST_GPA, "rsi": PAGE_SIZE}  # load-loop: the first dword of each test page
 
 
 def guest_runs(t: Plan) -> list[Case]:
-    """Every program with every kind of test slot it can touch, per VM type; and KVM_RUN
-    in a VM without memslots."""
+    """Every program with every kind of test slot it can touch, per VM type; a load of
+    every test page with alternate pages PRIVATE; and KVM_RUN in a VM without memslots."""
     cases = []
     for vt in t.vm_types:
         for program in PROGRAMS.values():
             touches_test = any(s.op in ("load", "store") and s.gpa < 1 << 20 for s in program.steps)
             for memory in MEMORIES if touches_test else ("shared",):
                 cases.append(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", program.name), ("memory", memory))))
+        cases.append(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "load-loop"), ("memory", "gmem-alternate"))))
         cases.append(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("memslots", "none"),)))
     return cases
 
@@ -76,9 +79,12 @@ DIRTY_RING = "ring"
 
 
 def guest_dirty_logs(t: Plan) -> list[Case]:
-    """Each storing program under each way of collecting the dirty log, per VM type."""
-    return [Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("dirty", mode)))
-            for vt in t.vm_types for p in DIRTY_PROGRAMS for mode in (*DIRTY_LOGS, DIRTY_RING)]
+    """Each storing program under each way of collecting the dirty log, and a store into a
+    read-only logging slot, per VM type."""
+    return [*(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("dirty", mode)))
+              for vt in t.vm_types for p in DIRTY_PROGRAMS for mode in (*DIRTY_LOGS, DIRTY_RING)),
+            *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "store-test"), ("dirty", "get"), ("memory", "readonly")))
+              for vt in t.vm_types)]  # KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES: the store exits, nothing is marked
 
 
 def zone(name: str, page: int) -> Zone:
@@ -88,6 +94,7 @@ def zone(name: str, page: int) -> Zone:
         "mmio-short": (MMIO_GPA, 2, 0),  # holds only half of them
         "mmio-next-page": (MMIO_GPA + page, 8, 0),
         "pio-at": (OUT_PORT, 1, 1),  # holds out's byte
+        "pio-dword": (OUT_PORT, 4, 1),  # holds an `out %eax`
         "mmio-at-port": (OUT_PORT, 1, 0),  # the port's number, on the MMIO bus
     }[name]
 
@@ -97,10 +104,40 @@ COALESCED_RUNS = (("store-mmio", "mmio-at"), ("store-mmio", "mmio-short"), ("sto
                   ("load-mmio", "mmio-at"), ("out", "pio-at"), ("out", "mmio-at-port"))
 
 
+ZONE_SETS = {"mmio-and-pio": ("mmio-at", "pio-dword")}  # zones registered together: one ring for both buses
+
+
+def zones(name: str, page: int) -> tuple[Zone, ...]:
+    """The zones a case registers: one, or a set of ZONE_SETS."""
+    return tuple(zone(n, page) for n in ZONE_SETS.get(name, (name,)))
+
+
+# loops writing into zones: (program, zones, count, first); a count "full" is KVM_COALESCED_MMIO_MAX
+# passes (the ring fills, the last write exits), first is where the VMM sets first == last before
+COALESCED_LOOPS = (("store-loop", "mmio-at", "full", "0"), ("store-loop", "mmio-at", "full", "1"),
+                   ("store-loop", "mmio-at", "full", "middle"), ("store-loop", "mmio-at", "full", "last"),
+                   ("out-loop", "pio-dword", "full", "0"), ("mixed-loop", "mmio-and-pio", "8", "0"),
+                   ("mixed-loop", "mmio-and-pio", "8", "last"))
+COALESCED_LOOP_REGS = {"rdi": MMIO_GPA, "rsi": 0, "rdx": OUT_PORT}  # every pass writes the zone's start
+
+
+def ring_index(name: str, room: int) -> int:
+    """A ring index by name: a number, "middle" or "last" of KVM_COALESCED_MMIO_MAX entries."""
+    return {"middle": room // 2, "last": room - 1}.get(name) or int(name)
+
+
+def loop_count(count: str, room: int) -> int:
+    """A loop's rcx: a number, or "full": one pass per ring entry."""
+    return room if count == "full" else int(count)
+
+
 def guest_coalesced(t: Plan) -> list[Case]:
-    """Programs writing (or reading) inside, across and beside a coalesced zone, per VM type."""
-    return [Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("zone", z)))
-            for vt in t.vm_types for p, z in COALESCED_RUNS]
+    """Programs writing (or reading) inside, across and beside a coalesced zone, and loops
+    filling the ring from where the VMM set its indices, per VM type."""
+    return [*(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("zone", z)))
+              for vt in t.vm_types for p, z in COALESCED_RUNS),
+            *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("zone", z), ("count", n), ("first", f)))
+              for vt in t.vm_types for p, z, n, f in COALESCED_LOOPS)]
 
 
 PRE_FAULT_RUNS = (("load-test", "shared"), ("store-test", "shared"), ("load-test", "gmem-shared"),
