@@ -467,3 +467,26 @@ def test_rules_follow_the_page_size() -> None:
     assert rules.create_guest_memfd({"size": P}, GMEM, 0, big).errno == errno.EINVAL
     assert rules.create_guest_memfd({"size": big}, GMEM, 0, big).ok
     assert rules.guest_memfd_fallocate(KEEP, P, P, 4 * big, big).errno == errno.EINVAL
+
+
+def test_guest_memfd_mapping_rules() -> None:
+    """madvise, mbind and host accesses on a guest_memfd mapping, from guest_memfd_test.c:
+    test_collapse, test_mbind, test_fault_overflow and test_fault_private."""
+    pmd = PAGE_SIZE << 9
+    assert rules.guest_memfd_madvise(14, pmd).errno == 0  # MADV_HUGEPAGE
+    assert rules.guest_memfd_madvise(25, pmd).errno == errno.EINVAL  # MADV_COLLAPSE
+    assert rules.guest_memfd_madvise(4, pmd).errno == 0  # MADV_DONTNEED
+    assert rules.guest_memfd_madvise(14, 0).errno == errno.EINVAL  # no CONFIG_TRANSPARENT_HUGEPAGE
+    node0 = 1
+    assert [rules.guest_memfd_mbind(mode, node0, node0).errno for mode in (3, 2)] == [0, 0]  # INTERLEAVE, BIND
+    assert rules.guest_memfd_mbind(0, 0, node0).errno == 0
+    assert rules.guest_memfd_mbind(0, node0, node0).errno == errno.EINVAL
+    assert rules.guest_memfd_mbind(999, node0, node0).errno == errno.EINVAL
+    assert rules.guest_memfd_mbind(2, 2, node0).errno == errno.EINVAL  # node 1 has no memory
+    assert rules.guest_memfd_mbind(2, node0, 0).errno == errno.ENOSYS  # no CONFIG_NUMA
+    size = 4 * PAGE_SIZE
+    past = rules.guest_memfd_touch(0, 4 * size, size, shared=True)
+    assert (past.signal, past.at) == (7, size)  # SIGBUS at i_size, the bytes before it written
+    assert rules.guest_memfd_touch(size, 1, size, shared=True).signal == 7
+    assert rules.guest_memfd_touch(0, size, size, shared=False).at == 0
+    assert rules.guest_memfd_touch(0, size, size, shared=True).signal == 0

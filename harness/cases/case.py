@@ -11,6 +11,8 @@ def hexv(v: int) -> str:
     return f"0x{v:x}" if v > 9 else str(v)
 
 
+GMEM_PAGES = 4  # size of the guest_memfd a case binds, sends attributes through or maps
+
 @dataclass(frozen=True)
 class Case:
     """One case; a change of the surface's valid baseline in one place."""

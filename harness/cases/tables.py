@@ -16,14 +16,20 @@ from harness.abi.ioc import Dir
 from harness.abi.linux import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
+    MADV_COLLAPSE,
+    MADV_DONTNEED,
+    MADV_HUGEPAGE,
     MAP_SHARED,
     MAP_SHARED_VALIDATE,
     MAP_SYNC,
+    MPOL_BIND,
+    MPOL_DEFAULT,
+    MPOL_INTERLEAVE,
     PROT_NONE,
     U32,
     U64,
 )
-from harness.cases.case import Case
+from harness.cases.case import GMEM_PAGES, Case
 from harness.cases.plan import Plan
 from harness.cases.values import page_residues, reserved_values, wrap_points
 from harness.rules import MEM_MAX_NR_PAGES, USER_MEM_SLOTS
@@ -301,6 +307,29 @@ def file_calls(t: Plan) -> list[Case]:
                 (("length", 0),), (("map", 0),), (("map", MAP_SHARED_VALIDATE),), (("map", MAP_SHARED_VALIDATE | MAP_SYNC),),
                 (("map", MAP_SHARED | MAP_SYNC),), (("offset", 8 * t.page),), (("prot", PROT_NONE),)]
             cases += [Case("guest_memfd", "guest_memfd mmap", GMEM, vt, e, knobs=(("gmem_flags", flags),)) for e in edges]
+        cases += mapping_calls(t, vt)
+    return cases
+
+
+def mapping_calls(t: Plan, vt: int) -> list[Case]:
+    """Calls on a guest_memfd's mapping, as guest_memfd_test.c makes them: madvise
+    (test_collapse), mbind (test_mbind: node 0, and a node without memory), and host
+    accesses in a forked child (test_fault_overflow, test_fault_private)."""
+    mmap_flag = t.facts.constants.get("GUEST_MEMFD_FLAG_MMAP", 0)
+    if not mmap_flag:
+        return []
+    shared = mmap_flag | t.facts.constants.get("GUEST_MEMFD_FLAG_INIT_SHARED", 0)
+    size = GMEM_PAGES * t.page
+    cases = [Case("guest_memfd", "guest_memfd madvise", GMEM, vt, (("advice", a),), knobs=(("gmem_flags", shared),))
+             for a in (MADV_HUGEPAGE, MADV_COLLAPSE, MADV_DONTNEED)]
+    cases += [Case("guest_memfd", "guest_memfd mbind", GMEM, vt, (("mode", mode),), knobs=(("gmem_flags", shared), ("nodes", nodes)))
+              for mode, nodes in ((MPOL_INTERLEAVE, "node0"), (MPOL_BIND, "node0"), (MPOL_DEFAULT, "none"),
+                                  (999, "node0"), (MPOL_BIND, "without-memory"), (MPOL_DEFAULT, "node0"))]
+    touches = [  # (gmem flags, mapping length, first byte, bytes, access)
+        (shared, 4 * size, 0, 4 * size, "write"), (shared, 4 * size, size, 1, "read"), (shared, size, 0, size, "write"),
+        (mmap_flag, size, 0, size, "write"), (mmap_flag, size, 0, 1, "read")]
+    cases += [Case("guest_memfd", "guest_memfd touch", GMEM, vt, (("length", length), ("start", start), ("count", count)),
+                   knobs=(("gmem_flags", flags), ("access", access))) for flags, length, start, count, access in touches]
     return cases
 
 

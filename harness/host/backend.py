@@ -8,7 +8,9 @@ nothing is raised on the fast path, and errno is exact.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -25,8 +27,11 @@ from harness.host.libc import (
     _fcntl,
     _ftruncate,
     _get_errno,
+    _get_mempolicy,
     _ioctl,
     _lseek,
+    _madvise,
+    _mbind,
     _mmap,
     _pread,
     _preadv,
@@ -60,8 +65,15 @@ class Backend(Protocol):
     def write(self, fd: int, addr: int, length: int) -> int: ...
     def pread(self, fd: int, addr: int, length: int, offset: int) -> int: ...
     def pwrite(self, fd: int, addr: int, length: int, offset: int) -> int: ...
-    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int: ...
+    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int, addr: int = 0) -> int: ...
     def munmap(self, addr: int, length: int) -> int: ...
+    def madvise(self, addr: int, length: int, advice: int) -> int: ...
+    def mbind(self, addr: int, length: int, mode: int, nodemask: int, maxnode: int, flags: int) -> int: ...
+    def get_mempolicy(self, policy: int, nodemask: int, maxnode: int, addr: int, flags: int) -> int: ...
+    def touch(self, addr: int, length: int, fill: int) -> int:
+        """In a forked child, write the byte `fill` over [addr, addr + length) (read it
+        when `fill` < 0): the signal that ended the child, 0 when it got through. A fault
+        the mapping answers with SIGBUS kills the child, not the caller."""
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int: ...
     def readv(self, fd: int, addr: int, length: int) -> int: ...
     def preadv(self, fd: int, addr: int, length: int, offset: int) -> int: ...
@@ -120,14 +132,26 @@ class KernelBackend:
     def pwrite(self, fd: int, addr: int, length: int, offset: int) -> int:
         return _ret(_pwrite(fd, addr, length, offset))
 
-    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
-        addr = _mmap(None, length, prot, flags, fd, offset)
-        if addr is None or addr == _MAP_FAILED:
+    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int, addr: int = 0) -> int:
+        at = _mmap(addr or None, length, prot, flags, fd, offset)
+        if at is None or at == _MAP_FAILED:
             return -last_errno()
-        return int(addr)
+        return int(at)
 
     def munmap(self, addr: int, length: int) -> int:
         return munmap(addr, length)
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        return _ret(_madvise(addr, length, advice))
+
+    def mbind(self, addr: int, length: int, mode: int, nodemask: int, maxnode: int, flags: int) -> int:
+        return _ret(_mbind(addr, length, mode, nodemask, maxnode, flags))
+
+    def get_mempolicy(self, policy: int, nodemask: int, maxnode: int, addr: int, flags: int) -> int:
+        return _ret(_get_mempolicy(policy, nodemask, maxnode, addr, flags))
+
+    def touch(self, addr: int, length: int, fill: int) -> int:
+        return touch_in_child(addr, length, fill)
 
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
         return _ret(_fallocate(fd, mode, offset, length))
@@ -159,6 +183,20 @@ class KernelBackend:
     def open_fds(self) -> set[int]:
         listed = {int(n) for n in os.listdir("/proc/self/fd")}
         return {fd for fd in listed if is_open(fd)}  # not the listing's own fd, closed by now
+
+
+def touch_in_child(addr: int, length: int, fill: int) -> int:
+    """Backend.touch in this process: the child does nothing but the access and _exit."""
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGBUS, signal.SIG_DFL)
+        if fill < 0:
+            ctypes.string_at(addr, length)
+        else:
+            ctypes.memset(addr, fill, length)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
 
 
 def is_open(fd: int) -> bool:

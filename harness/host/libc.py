@@ -67,6 +67,19 @@ _lseek = _fn("lseek", ctypes.c_int64, [ctypes.c_int, ctypes.c_int64, ctypes.c_in
 _ftruncate = _fn("ftruncate", ctypes.c_int, [ctypes.c_int, ctypes.c_int64])
 _fchmod = _fn("fchmod", ctypes.c_int, [ctypes.c_int, ctypes.c_uint])
 _fcntl = _fn("fcntl", ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_long])
+_madvise = _fn("madvise", ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int])
+_syscall = _fn("syscall", ctypes.c_long, None)
+SYS_MBIND, SYS_GET_MEMPOLICY = 237, 239  # x86_64; glibc wraps neither (libnuma does)
+
+
+def _mbind(addr: int, length: int, mode: int, nodemask: int, maxnode: int, flags: int) -> int:
+    return int(_syscall(ctypes.c_long(SYS_MBIND), ctypes.c_ulong(addr), ctypes.c_ulong(length), ctypes.c_ulong(mode),
+                        ctypes.c_ulong(nodemask), ctypes.c_ulong(maxnode), ctypes.c_ulong(flags)))
+
+
+def _get_mempolicy(policy: int, nodemask: int, maxnode: int, addr: int, flags: int) -> int:
+    return int(_syscall(ctypes.c_long(SYS_GET_MEMPOLICY), ctypes.c_ulong(policy), ctypes.c_ulong(nodemask),
+                        ctypes.c_ulong(maxnode), ctypes.c_ulong(addr), ctypes.c_ulong(flags)))
 
 
 def _ret(r: int) -> int:

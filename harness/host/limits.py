@@ -1,5 +1,5 @@
 """The bounds that memslot rules take from the machine the calls run on: TASK_SIZE_MAX and
-the guest-physical width KVM's MMU allows. Read through two small probes so a backend
+the guest-physical width KVM's MMU allows; THP's PMD size and the nodes with memory. Read through two small probes so a backend
 that runs the calls elsewhere (a guest's executor) reads its own machine, not this one."""
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ LA57_PROBE = 1 << 48
 LA57_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
 TDP_PARAMS = ("/sys/module/kvm_intel/parameters/ept", "/sys/module/kvm_amd/parameters/npt")
 PHYS_BITS = re.compile(r"address sizes\s*:\s*(\d+) bits physical")
+# present only with CONFIG_TRANSPARENT_HUGEPAGE (mm/huge_memory.c) and CONFIG_NUMA (drivers/base/node.c)
+PMD_SIZE = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
+HAS_MEMORY = "/sys/devices/system/node/has_memory"
 
 Reader = Callable[[str], str | None]  # a file's text, or None when it cannot be read
 
@@ -29,7 +32,18 @@ def limits(read: Reader, maps_above_47_bits: bool) -> HostLimits:
     tdp = any((read(p) or "").strip() in ("Y", "1") for p in TDP_PARAMS)
     m = PHYS_BITS.search(read("/proc/cpuinfo") or "") if tdp else None
     return HostLimits(user_limit=(1 << (56 if maps_above_47_bits else 47)) - PAGE_SIZE,
-                      gpa_bits=int(m.group(1)) if m else MAX_GPA_BITS)
+                      gpa_bits=int(m.group(1)) if m else MAX_GPA_BITS,
+                      pmd_size=int((read(PMD_SIZE) or "0").strip() or 0), memory_nodes=node_mask(read(HAS_MEMORY) or ""))
+
+
+def node_mask(text: str) -> int:
+    """A node list as sysfs prints it ("0", "0-3,6") as a mask."""
+    mask = 0
+    for part in text.strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            mask |= sum(1 << n for n in range(int(first), int(last or first) + 1))
+    return mask
 
 
 def read_local(path: str) -> str | None:

@@ -39,14 +39,21 @@ from harness.abi.linux import (
     FALLOC_FL_WRITE_ZEROES,
     FALLOC_FL_ZERO_RANGE,
     FIONREAD,
+    MADV_COLLAPSE,
+    MADV_HUGEPAGE,
     MAP_ANONYMOUS,
+    MAP_FIXED,
     MAP_PRIVATE,
     MAP_SHARED,
     MAP_SHARED_VALIDATE,
     MAP_SYNC,
     MAP_TYPE,
+    MPOL_DEFAULT,
+    MPOL_F_ADDR,
+    MPOL_MAX,
     PAGE_SIZE,
     S64_MAX,
+    SIGBUS,
     U64,
 )
 from harness.host.backend import KernelBackend
@@ -107,6 +114,7 @@ class ModelBackend:
         self.attribute_caps = {c for io in facts.ioctls.values() for c in io.attributes_caps.values()}
         self.existence_caps = {c for io in facts.ioctls.values() for c in io.caps.values()}
         self.inodes = itertools.count(1)
+        self.maps: dict[int, tuple[int, GmemState, int]] = {}  # guest_memfd mappings: address → (length, file, offset)
         self.asked = 0
         self.handlers: dict[str, Callable[[Handle, int], int]] = {
             "KVM_CHECK_EXTENSION": self.check_extension,
@@ -502,7 +510,7 @@ class ModelBackend:
         """The model's fds are real: their fd flags are the ones open_handle gave them."""
         return self.kernel.fcntl(fd, cmd, arg)
 
-    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
+    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int, addr: int = 0) -> int:
         """do_mmap() then kvm_gmem_mmap(): noexec mount (EPERM), GUEST_MEMFD_FLAG_MMAP
         (ENODEV), MAP_SHARED (EINVAL); a success maps the file's pages (a memfd behind it). A
         vCPU's fd maps its `kvm_run` (kvm_vcpu_mmap: pages within the mmap size), and its dirty
@@ -521,7 +529,7 @@ class ModelBackend:
             return addr
         gmem = self.gmem(fd)
         if gmem is None:
-            return self.kernel.mmap(fd, length, prot, flags, offset)
+            return self.kernel.mmap(fd, length, prot, flags, offset, addr)
         try:
             self.check("mmap.length", length == 0, "guest_memfd")
             kind = flags & MAP_TYPE
@@ -533,10 +541,88 @@ class ModelBackend:
             self.check("mmap.shared", not flags & MAP_SHARED, "guest_memfd")
         except Refused as r:
             return -r.errno
-        return self.kernel.mmap(gmem.backing(), length, prot, MAP_SHARED, offset)
+        at = self.kernel.mmap(gmem.backing(), length, prot, MAP_SHARED | (flags & MAP_FIXED), offset, addr)
+        if at >= 0:
+            self.maps[at] = (length, gmem, offset)
+        return at
 
     def munmap(self, addr: int, length: int) -> int:
+        for start in [a for a in self.maps if addr <= a < addr + length]:
+            del self.maps[start]
         return self.kernel.munmap(addr, length)
+
+    def mapped(self, addr: int) -> tuple[GmemState, int] | None:
+        """The guest_memfd mapped at `addr` and the file offset there, if one is."""
+        for start, (length, gmem, offset) in self.maps.items():
+            if start <= addr < start + length:
+                return gmem, offset + addr - start
+        return None
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        """On a guest_memfd mapping, mm/'s answers: MADV_HUGEPAGE only marks the VMA,
+        MADV_COLLAPSE is refused (collapse_possible: file_thp_enabled says no to the anon
+        inode); the rest as the memfd behind it answers."""
+        if self.mapped(addr) is None:
+            return self.kernel.madvise(addr, length, advice)
+        try:
+            self.check("madvise.collapse", advice == MADV_COLLAPSE, "guest_memfd")
+        except Refused as r:
+            return -r.errno
+        return 0 if advice in (MADV_HUGEPAGE, MADV_COLLAPSE) else self.kernel.madvise(addr, length, advice)
+
+    def mbind(self, addr: int, length: int, mode: int, nodemask: int, maxnode: int, flags: int) -> int:
+        """kernel_mbind() on a guest_memfd mapping, the model's nodes with memory those of
+        its limits: sanitize_mpol_flags (mode), mpol_new (MPOL_DEFAULT takes no nodes),
+        mpol_set_nodemask (nodes with memory); kvm_gmem_set_policy keeps it per page."""
+        place = self.mapped(addr)
+        if place is None:
+            return self.kernel.mbind(addr, length, mode, nodemask, maxnode, flags)
+        raw = copy_from_user(nodemask, 8) if nodemask else bytes(8)
+        if raw is None:
+            return -errno.EFAULT
+        nodes = int.from_bytes(raw, "little") & ((1 << (maxnode - 1)) - 1 if maxnode else 0)
+        try:
+            self.check("mbind.mode", mode >= MPOL_MAX, "guest_memfd")
+            self.check("mbind.default-nodes", mode == MPOL_DEFAULT and nodes != 0, "guest_memfd")
+            self.check("mbind.nodes", mode != MPOL_DEFAULT and not nodes & self.limits().memory_nodes, "guest_memfd")
+        except Refused as r:
+            return -r.errno
+        gmem, offset = place
+        memory = self.limits().memory_nodes
+        for index in range(offset // PAGE_SIZE, (offset + length + PAGE_SIZE - 1) // PAGE_SIZE):
+            gmem.policy[index] = (mode, nodes & memory)
+        return 0
+
+    def get_mempolicy(self, policy: int, nodemask: int, maxnode: int, addr: int, flags: int) -> int:
+        """MPOL_F_ADDR on a guest_memfd mapping: the policy kvm_gmem_get_policy looks up
+        for the page (none set: MPOL_DEFAULT, no nodes)."""
+        place = self.mapped(addr)
+        if place is None or flags != MPOL_F_ADDR:
+            return self.kernel.get_mempolicy(policy, nodemask, maxnode, addr, flags)
+        gmem, offset = place
+        mode, nodes = gmem.policy.get(offset // PAGE_SIZE, (MPOL_DEFAULT, 0))
+        if not copy_to_user(policy, mode.to_bytes(4, "little")) or not copy_to_user(nodemask, nodes.to_bytes(8, "little")):
+            return -errno.EFAULT
+        return 0
+
+    def touch(self, addr: int, length: int, fill: int) -> int:
+        """kvm_gmem_fault_user_mapping() for each page touched: SIGBUS at or past i_size and
+        on a private page (no GUEST_MEMFD_FLAG_INIT_SHARED); the bytes before the fault are
+        written (to the memfd behind the mapping, which is never touched past its end)."""
+        place = self.mapped(addr)
+        if place is None:
+            return self.kernel.touch(addr, length, fill)
+        gmem, offset = place
+        shared = bool(gmem.flags & self.facts.constants.get("GUEST_MEMFD_FLAG_INIT_SHARED", 0))
+        stop = offset + length
+        if not shared and not self.dev.skips("touch.private", "guest_memfd"):
+            stop = offset
+        if not self.dev.skips("touch.eof", "guest_memfd"):
+            stop = min(stop, max(offset, gmem.size))
+        done = min(stop, gmem.size) - offset
+        if done > 0 and fill >= 0:
+            self.memory.write(addr, bytes([fill]) * done)
+        return SIGBUS if stop < offset + length else 0
 
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
         """vfs_fallocate() then kvm_gmem_fallocate(), in their order."""

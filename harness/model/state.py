@@ -94,6 +94,7 @@ class GmemState:
     attributes: Ranges = field(default_factory=Ranges)
     pages: dict[int, bytearray] = field(default_factory=dict)  # contents of pages a guest wrote privately (others read zero)
     backing_fd: int = -1  # a memfd with the file's shared contents, made when first mapped or written
+    policy: dict[int, tuple[int, int]] = field(default_factory=dict)  # page index → (mode, nodes) mbind set (the shared policy)
 
     def backing(self) -> int:
         if self.backing_fd < 0:

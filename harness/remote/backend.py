@@ -265,8 +265,20 @@ class RemoteBackend:
     def pwrite(self, fd: int, addr: int, length: int, offset: int) -> int:
         return self.one(Op.PWRITE, fd, addr, length, offset).result
 
-    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> int:
-        return self.one(Op.MMAP, 0, length, prot, flags, fd, offset).result
+    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int, addr: int = 0) -> int:
+        return self.one(Op.MMAP, addr, length, prot, flags, fd, offset).result
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        return self.one(Op.MADVISE, addr, length, advice).result
+
+    def mbind(self, addr: int, length: int, mode: int, nodemask: int, maxnode: int, flags: int) -> int:
+        return self.one(Op.MBIND, addr, length, mode, nodemask, maxnode, flags).result
+
+    def get_mempolicy(self, policy: int, nodemask: int, maxnode: int, addr: int, flags: int) -> int:
+        return self.one(Op.GET_MEMPOLICY, policy, nodemask, maxnode, addr, flags).result
+
+    def touch(self, addr: int, length: int, fill: int) -> int:
+        return self.one(Op.TOUCH, addr, length, fill).result
 
     def munmap(self, addr: int, length: int) -> int:
         return self.one(Op.MUNMAP, addr, length).result

@@ -28,7 +28,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -46,6 +48,7 @@ enum op {
 	OP_OPEN = 1, OP_CLOSE, OP_IOCTL, OP_FSTAT, OP_READ, OP_WRITE, OP_PREAD, OP_PWRITE,
 	OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_FALLOCATE, OP_LSEEK, OP_FTRUNCATE, OP_FCNTL,
 	OP_PEEK, OP_POKE, OP_FILL, OP_EXIT, OP_FDS, OP_SLURP, OP_READV, OP_PREADV, OP_FCHMOD, OP_EVENTFD,
+	OP_MADVISE, OP_MBIND, OP_GET_MEMPOLICY, OP_TOUCH,
 };
 
 /* a request: op, data length, six arguments, then the data padded to 8 bytes */
@@ -242,6 +245,31 @@ static int64_t put_file(struct buf *out, const char *path)
 	return n < 0 ? -errno : total;
 }
 
+/* in a forked child, write `fill` over [p, p + len) (read it when fill < 0): the signal
+ * that ended the child, 0 when it got through; a SIGBUS kills the child, not us */
+static int64_t touch(volatile unsigned char *p, size_t len, int64_t fill)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		signal(SIGBUS, SIG_DFL);
+		signal(SIGSEGV, SIG_DFL);
+		for (size_t i = 0; i < len; i++) {
+			if (fill < 0)
+				(void)p[i];
+			else
+				p[i] = (unsigned char)fill;
+		}
+		_exit(0);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
 /* one request; its data out (PEEK, FSTAT, FDS, SLURP) goes after the result in `out` */
 static int64_t execute(const struct request *rq, const unsigned char *data, struct buf *out, int *quit)
 {
@@ -299,6 +327,14 @@ static int64_t execute(const struct request *rq, const unsigned char *data, stru
 		return ret(fchmod((int)a[0], (mode_t)a[1]));
 	case OP_EVENTFD:
 		return ret(eventfd(0, EFD_CLOEXEC));
+	case OP_MADVISE:
+		return ret(madvise((void *)a[0], a[1], (int)a[2]));
+	case OP_MBIND:
+		return ret(syscall(SYS_mbind, a[0], a[1], a[2], a[3], a[4], a[5]));
+	case OP_GET_MEMPOLICY:
+		return ret(syscall(SYS_get_mempolicy, a[0], a[1], a[2], a[3], a[4]));
+	case OP_TOUCH:
+		return touch((volatile unsigned char *)a[0], a[1], (int64_t)a[2]);
 	case OP_PEEK:
 		if (a[1] > MAX_PAYLOAD)
 			return -E2BIG;

@@ -69,6 +69,10 @@ class Op(enum.IntEnum):
     PREADV = 23  # fd, address, length, offset
     FCHMOD = 24  # fd, mode
     EVENTFD = 25  # a new eventfd: counter 0, close-on-exec
+    MADVISE = 26  # address, length, advice
+    MBIND = 27  # address, length, mode, nodemask address, maxnode, flags
+    GET_MEMPOLICY = 28  # policy address, nodemask address, maxnode, address, flags
+    TOUCH = 29  # address, length, fill (a byte; -1: read): in a forked child; the signal that ended it, or 0
 
 
 class ProtocolError(Exception):

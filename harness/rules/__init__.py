@@ -25,15 +25,20 @@ from harness.abi.linux import (
     FALLOC_FL_UNSHARE_RANGE,
     FALLOC_FL_WRITE_ZEROES,
     FALLOC_FL_ZERO_RANGE,
+    MADV_COLLAPSE,
+    MADV_HUGEPAGE,
     MAP_PRIVATE,
     MAP_SHARED,
     MAP_SHARED_VALIDATE,
     MAP_SYNC,
     MAP_TYPE,
+    MPOL_DEFAULT,
+    MPOL_MAX,
     PAGE_SIZE,
     PROT_EXEC,
     S64_MAX,
     S_IFREG,
+    SIGBUS,
     U64,
     as_s64,
     wraps,
@@ -176,10 +181,14 @@ MEM_MAX_NR_PAGES = (1 << 31) - 1  # KVM_MEM_MAX_NR_PAGES: dirty bitmaps are inde
 class HostLimits:
     """Bounds a memslot rule takes from the host, never from a constant: TASK_SIZE_MAX
     (2^56 - page with 5-level paging, 2^47 - page without) and the guest-physical width
-    kvm_mmu_max_gfn() allows (MAXPHYADDR when TDP is on, 52 bits otherwise)."""
+    kvm_mmu_max_gfn() allows (MAXPHYADDR when TDP is on, 52 bits otherwise); and for the
+    rules of a guest_memfd mapping, the mm the kernel was built with: THP's PMD size (0
+    without CONFIG_TRANSPARENT_HUGEPAGE) and the nodes with memory (0 without CONFIG_NUMA)."""
 
     user_limit: int = (1 << USER_VA_BITS) - PAGE_SIZE
     gpa_bits: int = MAX_GPA_BITS
+    pmd_size: int = PAGE_SIZE << 9
+    memory_nodes: int = 1  # node_states[N_MEMORY] as a mask: node 0 alone
 
 
 @dataclass(frozen=True)
@@ -358,6 +367,70 @@ def guest_memfd_mmap(gmem_flags: int, map_flags: int, prot: int, mmap_flag: int,
     if not map_flags & MAP_SHARED:
         return Expect(errno.EINVAL, rule, "a private mapping → EINVAL")
     return Expect(0, rule, "MAP_SHARED of an MMAP guest_memfd → a mapping")
+
+
+def guest_memfd_madvise(advice: int, pmd_size: int) -> Expect:
+    """madvise on a guest_memfd mapping, which mm/ answers (kvm_gmem_vm_ops has no hook
+    for it): "MADV_HUGEPAGE → 0 (hugepage_madvise only sets VM_HUGEPAGE); MADV_COLLAPSE →
+    EINVAL: guest_memfd folios are never collapsed (madvise_collapse: collapse_possible
+    fails, since file_thp_enabled refuses the anon inode without PMD folios,
+    khugepaged.c:3210, huge_memory.c:95-111); MADV_DONTNEED → 0, and the next read
+    refaults the page". Without CONFIG_TRANSPARENT_HUGEPAGE (no PMD size on the host)
+    madvise_behavior_valid knows neither THP advice → EINVAL."""
+    rule = "guest_memfd madvise rules"
+    if advice in (MADV_HUGEPAGE, MADV_COLLAPSE) and not pmd_size:
+        return Expect(errno.EINVAL, rule, "THP advice without CONFIG_TRANSPARENT_HUGEPAGE → EINVAL (madvise_behavior_valid)")
+    if advice == MADV_COLLAPSE:
+        return Expect(errno.EINVAL, rule, "MADV_COLLAPSE → EINVAL: guest_memfd folios are never collapsed")
+    if advice == MADV_HUGEPAGE:
+        return Expect(0, rule, "MADV_HUGEPAGE → 0 (VM_HUGEPAGE set, nothing collapsed)")
+    return Expect(0, rule, "MADV_DONTNEED → 0; the pages refault on the next access")
+
+
+def guest_memfd_mbind(mode: int, nodemask: int, memory_nodes: int) -> Expect:
+    """mbind on a guest_memfd mapping (kvm_gmem_set_policy keeps it in the inode's shared
+    policy; kernel_mbind, do_mbind and mpol_new in mm/mempolicy.c decide first): "no
+    CONFIG_NUMA → ENOSYS (sys_ni); mode ≥ MPOL_MAX → EINVAL (sanitize_mpol_flags);
+    MPOL_DEFAULT with nodes → EINVAL (mpol_new); another mode whose nodes have no memory
+    on this host → EINVAL (mpol_set_nodemask leaves the mask empty); else 0, and
+    get_mempolicy(MPOL_F_ADDR) reads back the mode and nodes (MPOL_DEFAULT: mask 0)"."""
+    rule = "guest_memfd mbind rules"
+    if not memory_nodes:
+        return Expect(errno.ENOSYS, rule, "no CONFIG_NUMA: mbind → ENOSYS")
+    if mode >= MPOL_MAX:
+        return Expect(errno.EINVAL, rule, "mode ≥ MPOL_MAX → EINVAL")
+    if mode == MPOL_DEFAULT:
+        if nodemask:
+            return Expect(errno.EINVAL, rule, "MPOL_DEFAULT with nodes → EINVAL")
+        return Expect(0, rule, "MPOL_DEFAULT → 0; get_mempolicy reads MPOL_DEFAULT and mask 0")
+    if not nodemask & memory_nodes:
+        return Expect(errno.EINVAL, rule, "no node with memory in the mask → EINVAL")
+    return Expect(0, rule, "a mode and nodes with memory → 0; get_mempolicy reads them back")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What a host access to a guest_memfd mapping ends in: a signal (0: none), and the
+    file offset of the first byte that faults (None: none)."""
+
+    signal: int
+    at: int | None
+    clause: str
+
+
+def guest_memfd_touch(start: int, length: int, file_size: int, shared: bool) -> Fault:
+    """Host accesses to file offsets [start, start + length) of a guest_memfd mapping, in
+    order (kvm_gmem_fault_user_mapping, guest_memfd.c:358-368): "a page at or past i_size
+    → SIGBUS; a private page → SIGBUS (without GUEST_MEMFD_FLAG_INIT_SHARED every page is
+    private: kvm_gmem_is_private_mem, guest_memfd.c:64-67); a shared page inside the file
+    → the access completes, and the bytes before a fault stay written"."""
+    if length and start >= file_size:
+        return Fault(SIGBUS, start, "an access at or past i_size → SIGBUS")
+    if length and not shared:
+        return Fault(SIGBUS, start, "an access to a private page (no GUEST_MEMFD_FLAG_INIT_SHARED) → SIGBUS")
+    if start + length > file_size:
+        return Fault(SIGBUS, file_size, "an access that runs past i_size → SIGBUS at the end, the bytes before it written")
+    return Fault(0, None, "accesses to shared pages inside the file → no signal")
 
 
 POSITIONED = ("pread", "pwrite", "preadv")

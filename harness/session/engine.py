@@ -20,7 +20,7 @@ from harness.abi.errnos import describe
 from harness.abi.exits import Exit
 from harness.abi.fdkind import FdKind
 from harness.abi.guest_programs import PROGRAMS
-from harness.cases.case import Case, hexv
+from harness.cases.case import GMEM_PAGES, Case, hexv
 from harness.host import guest
 from harness.host.fds import KvmFd, Vm, ioctl_label, open_kind
 from harness.host.guest import set_test_slot
@@ -29,8 +29,6 @@ from harness.rules import Expect, absent_ioctl, bad_pointer
 from harness.session.target import Target
 from harness.surfaces import registry
 from harness.surfaces.base import SLOT_GPA, CaseEnv, Ctx, Surface
-
-GMEM_PAGES = 4  # size of the guest_memfd a case binds or sends attributes through
 
 __all__ = ["GMEM_PAGES", "Case", "Outcome", "hexv", "record", "run_ioctl_case", "run_null_case", "take_outcomes", "verdict"]
 

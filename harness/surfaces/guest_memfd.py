@@ -46,6 +46,12 @@ FILE_CALLS = (
     *(FileCall(f"guest_memfd {c}", c, "guest_memfd_io",
                "read/write/readv EINVAL, pread/pwrite/preadv/lseek ESPIPE (EINVAL at a negative position), ftruncate/fchmod EINVAL")
       for c in ("read", "write", "pread", "pwrite", "readv", "preadv", "lseek", "ftruncate", "fchmod")),
+    FileCall("guest_memfd madvise", "madvise", "guest_memfd_madvise",
+             "madvise on a guest_memfd mapping: MADV_HUGEPAGE 0, MADV_COLLAPSE EINVAL, MADV_DONTNEED 0 and a refault"),
+    FileCall("guest_memfd mbind", "mbind", "guest_memfd_mbind",
+             "mbind and get_mempolicy on a guest_memfd mapping: modes, nodes with memory, the policy read back"),
+    FileCall("guest_memfd touch", "touch", "guest_memfd_touch",
+             "host access to a guest_memfd mapping: SIGBUS past i_size and on private pages"),
     FileCall("guest_memfd FIONREAD", "FIONREAD", "guest_memfd_io", "FIONREAD on a guest_memfd: ENOTTY (an anon inode)"),
     FileCall("fd flags", "fcntl", "close_on_exec", "the VM and vCPU fds are close-on-exec, a guest_memfd is not"),
 )
