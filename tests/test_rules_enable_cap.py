@@ -21,8 +21,8 @@ VALUES = {RING: 1 << 20, MANUAL: 3, HALT: 1, PV: 1, IDS: 4096}
 
 
 def sent(cap: str | None, values: Mapping[str, int] | None = None, fd: FdKind = FdKind.VM, ring: bool = False,
-         vcpu: bool = False, lowered: int = 0) -> EnableCapInput:
-    return EnableCapInput(values or {}, STRUCT, fd, cap, VALUES.get(cap or "", 0), PAGE_SIZE, ring, vcpu, lowered)
+         vcpu: bool = False, lowered: int = 0, boot: int = 0) -> EnableCapInput:
+    return EnableCapInput(values or {}, STRUCT, fd, cap, VALUES.get(cap or "", 0), PAGE_SIZE, ring, vcpu, lowered, boot)
 
 
 ROWS = [
@@ -46,6 +46,8 @@ ROWS = [
     ("ids-max-after-vcpu", sent(IDS, {"args[0]": 4096}, vcpu=True), 0), ("ids-0-after-vcpu", sent(IDS, vcpu=True), errno.EINVAL),
     ("ids-same-again", sent(IDS, {"args[0]": 16}, lowered=16), 0),
     ("ids-other-again", sent(IDS, {"args[0]": 32}, lowered=16), errno.EINVAL),
+    # x86.c:4144: not below KVM_SET_BOOT_CPU_ID's id (max_vcpuid_cap_test.c:29-37)
+    ("ids-below-boot", sent(IDS, {"args[0]": 1}, boot=2), errno.EINVAL), ("ids-at-boot", sent(IDS, {"args[0]": 2}, boot=2), 0),
 ]
 
 

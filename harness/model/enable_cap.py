@@ -57,8 +57,10 @@ def enable_cap(model: ModelBackend, handle: Handle, arg: int) -> int:
         model.check(f"{name}.ring-vcpus", bool(vm.vcpus), fd)
         vm.dirty_ring = size
     elif cap == "KVM_CAP_MAX_VCPU_ID":
-        # x86.c:4138-4153: no higher than KVM_MAX_VCPU_IDS; once set (here or by the first vCPU), only that value
+        # x86.c:4138-4153: no higher than KVM_MAX_VCPU_IDS, nor below the boot vCPU id;
+        # once set (here or by the first vCPU), only that value
         model.check(f"{name}.max-vcpu-id", size > MAX_VCPU_IDS, fd)
+        model.check(f"{name}.max-vcpu-id-boot", vm.bsp_vcpu_id > size, fd)
         model.check(f"{name}.max-vcpu-id-set", vm.max_vcpu_ids not in (0, size), fd)
         vm.max_vcpu_ids = size
     elif cap == "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP":
