@@ -18,7 +18,7 @@ RINGS = ("KVM_CAP_DIRTY_LOG_RING", "KVM_CAP_DIRTY_LOG_RING_ACQ_REL")
 ARGS_USED: Mapping[str, int] = {
     "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2": 1, "KVM_CAP_HALT_POLL": 1, "KVM_CAP_DIRTY_LOG_RING": 1,
     "KVM_CAP_DIRTY_LOG_RING_ACQ_REL": 1, "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP": 0, "KVM_CAP_ENFORCE_PV_FEATURE_CPUID": 1,
-    "KVM_CAP_MAX_VCPU_ID": 1,
+    "KVM_CAP_MAX_VCPU_ID": 1, "KVM_CAP_DISABLE_QUIRKS2": 1,
 }
 VM_CAPS = frozenset(ARGS_USED) - {"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"}
 VCPU_CAPS = frozenset({"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"})
@@ -57,7 +57,9 @@ def enable_cap(e: EnableCapInput) -> Expect:
     KVM_CHECK_EXTENSION gives, not below the boot vCPU's id (x86.c:4144), once: the VM's limit is set by the first enable, or by the
     first vCPU to KVM_CHECK_EXTENSION's (x86.c:9334-9335), and only that same value is
     accepted after (0 while none is set sets nothing); a cap whose KVM_CHECK_EXTENSION is 0
-    cannot be enabled."""
+    cannot be enabled; DISABLE_QUIRKS2 (api.rst 7.31, x86.c:3963-3973) a set of quirks to
+    disable, only bits KVM_CHECK_EXTENSION gives (kvm_caps.supported_quirks, x86.c:2408-2409),
+    such as KVM_X86_QUIRK_SLOT_ZAP_ALL; others → EINVAL."""
     rule = "KVM_ENABLE_CAP rules"
     cap, arg0 = e.cap, e.get("args[0]")
     known = VCPU_CAPS if e.fd == FdKind.VCPU else VM_CAPS
@@ -75,6 +77,8 @@ def enable_cap(e: EnableCapInput) -> Expect:
         return Expect(errno.EINVAL, rule, f"{cap} is 0 on the VM: it cannot be enabled → EINVAL")
     if cap == "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2" and arg0 & ~(e.cap_value if arg0 & 1 else 1):
         return Expect(errno.EINVAL, rule, "args[0] outside the cap's bits, or INITIALLY_SET without ENABLE → EINVAL")
+    if cap == "KVM_CAP_DISABLE_QUIRKS2" and arg0 & ~e.cap_value:
+        return Expect(errno.EINVAL, rule, "a quirk KVM_CHECK_EXTENSION(KVM_CAP_DISABLE_QUIRKS2) does not give → EINVAL")
     if cap == "KVM_CAP_HALT_POLL" and arg0 > U32:
         return Expect(errno.EINVAL, rule, "args[0] (nanoseconds) wider than a u32 → EINVAL")
     if cap in RINGS:

@@ -77,6 +77,9 @@ def enable_cap_args(t: Plan) -> list[Case]:
                 rows: list[tuple[tuple[str, int], ...]] = [(), (("flags", 1),), (("pad[63]", 1),)]
                 rows += [((f"args[{i}]", 1),) for i in range(1, 4)]
                 rows += [(("args[0]", v),) for v in (1, 2, 3, 4, U32, U32 + 1, 1 << 63, U64)]
+                if cap == "KVM_CAP_DISABLE_QUIRKS2":  # the slot-zap quirk (a header without asm/kvm.h lacks it), the first bit past x86's
+                    zap = t.facts.constants.get("KVM_X86_QUIRK_SLOT_ZAP_ALL")
+                    rows += [(("args[0]", v),) for v in (zap, 1 << 12) if v is not None]
                 if cap in RINGS:
                     rows += [(("args[0]", v),) for v in (0, 2048, 3 << 12, 1 << 20, 1 << 21, (1 << 32) | (1 << 16))]
                 cases += [Case("reserved", NAME, fd, vt, r, knobs=(("cap", cap),)) for r in rows]
