@@ -10,11 +10,14 @@ import pytest
 
 from harness.abi.errnos import describe
 from harness.abi.fdkind import SYSTEM_LABEL, FdKind
+from harness.host.fds import Vm
 from harness.rules import Expect, absent_ioctl, create_vm, unknown_cap
+from harness.rules.coalesced_mmio import coalesced_mmio_cap
 from harness.rules.dirty_log import reset_dirty_rings
-from harness.rules.vcpus import create_vcpu
+from harness.rules.vcpus import create_vcpu, set_boot_cpu_id, vcpu_mmap
 from harness.session.engine import Case, Outcome, run_ioctl_case, run_null_case, verdict
 from harness.session.target import Target
+from harness.surfaces.create_vcpu import VCPU_MMAP
 from harness.surfaces.dirty_log import RING_SIZE
 
 
@@ -115,9 +118,7 @@ def test_create_vcpu_id(target: Target, case: Case) -> None:
         if taken:
             target.backend.close(vm.checked("KVM_CREATE_VCPU", vcpu_id))
         if lowered is not None:
-            number = target.facts.cap_number("KVM_CAP_MAX_VCPU_ID", model=target.model) or 0
-            r, _ = vm.struct_call("KVM_ENABLE_CAP", {"cap": number, "args[0]": int(lowered)})
-            assert r == 0, f"KVM_ENABLE_CAP(KVM_CAP_MAX_VCPU_ID, {lowered}) on {vm.label}: {describe(r)}"
+            _enable(target, vm, "KVM_CAP_MAX_VCPU_ID", int(lowered))
         result = vm.call("KVM_CREATE_VCPU", vcpu_id)
         trace = None
         if result >= 0:
@@ -173,12 +174,73 @@ def test_reset_dirty_rings(target: Target, case: Case) -> None:
     with ExitStack() as stack:
         vm = stack.enter_context(target.vm(case.vm_type))
         if ring:
-            cap = target.facts.cap_number("KVM_CAP_DIRTY_LOG_RING", model=target.model)
-            r, _ = vm.struct_call("KVM_ENABLE_CAP", {"cap": cap or 0, "args[0]": RING_SIZE})
-            assert r == 0, f"KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING, {RING_SIZE}) on {vm.label}: {describe(r)}"
+            _enable(target, vm, "KVM_CAP_DIRTY_LOG_RING", RING_SIZE)
         fd = vm if case.fd == FdKind.VM else stack.enter_context(vm.create_vcpu(0, target.kvm.vcpu_mmap_size()))
         result = fd.call("KVM_RESET_DIRTY_RINGS", arg)
         expect = reset_dirty_rings(arg, ring) if case.fd == FdKind.VM else absent_ioctl("KVM_RESET_DIRTY_RINGS", fd.label, case.fd)
         outcome = Outcome(case, "KVM_RESET_DIRTY_RINGS", fd.label, {"arg": arg}, expect, result)
     verdict(target, outcome)
 
+
+
+@pytest.mark.cases("coalesced_cap")
+def test_coalesced_mmio_page(target: Target, case: Case) -> None:
+    """KVM_CAP_COALESCED_MMIO is the coalesced ring's page offset in the vCPU mmap (the page
+    the guest_coalesced cases read the ring at)."""
+    page_offset = target.facts.const("KVM_COALESCED_MMIO_PAGE_OFFSET")
+    target.require_cap("KVM_CAP_COALESCED_MMIO", None if case.fd == FdKind.SYSTEM else case.vm_type)
+    result = _ask(target, case, "KVM_CAP_COALESCED_MMIO")
+    expect = coalesced_mmio_cap(page_offset)
+    trace = None if result == page_offset else f"KVM_CAP_COALESCED_MMIO is {result}, not KVM_COALESCED_MMIO_PAGE_OFFSET {page_offset}"
+    number = target.facts.cap_number("KVM_CAP_COALESCED_MMIO", model=target.model) or 0
+    verdict(target, Outcome(case, "KVM_CHECK_EXTENSION", case.where, {"cap": number}, expect, result, trace=trace))
+
+
+def _enable(target: Target, vm: Vm, cap: str, arg0: int) -> None:
+    number = target.facts.cap_number(cap, model=target.model) or 0
+    r, _ = vm.struct_call("KVM_ENABLE_CAP", {"cap": number, "args[0]": arg0})
+    assert r == 0, f"KVM_ENABLE_CAP({cap}, {arg0:#x}) on {vm.label}: {describe(r)}"
+
+
+@pytest.mark.cases("boot_cpu_ids")
+def test_set_boot_cpu_id(target: Target, case: Case) -> None:
+    """KVM_SET_BOOT_CPU_ID takes an id no higher than the vCPU id limit, before any vCPU."""
+    boot, vt = dict(case.values)["id"], case.vm_type
+    target.require_vm(vt)
+    target.require_ioctl("KVM_SET_BOOT_CPU_ID", FdKind.VM, vt)
+    max_id = target.require_cap("KVM_CAP_MAX_VCPU_ID", vt)
+    created, lowered = case.knob("vcpu") is not None, int(case.knob("max_vcpu_id", 0) or 0)
+    with target.vm(vt) as vm:
+        if created:
+            target.backend.close(vm.checked("KVM_CREATE_VCPU", 0))
+        if lowered:
+            _enable(target, vm, "KVM_CAP_MAX_VCPU_ID", lowered)
+        result = vm.call("KVM_SET_BOOT_CPU_ID", boot)
+        outcome = Outcome(case, "KVM_SET_BOOT_CPU_ID", vm.label, {"id": boot, "KVM_CAP_MAX_VCPU_ID": max_id},
+                          set_boot_cpu_id(boot, max_id, created, lowered), result)
+    verdict(target, outcome)
+
+
+@pytest.mark.cases("vcpu_mmaps")
+def test_vcpu_mmap(target: Target, case: Case) -> None:
+    """mmap of a vCPU fd over its dirty ring's pages (KVM_DIRTY_LOG_PAGE_OFFSET, the ring's
+    length) is refused unless shared and not executable; other pages map any way."""
+    vt, values = case.vm_type, dict(case.values)
+    target.require_vm(vt)
+    ring = case.knob("ring") is not None
+    if ring:
+        target.require_cap("KVM_CAP_DIRTY_LOG_RING", vt)
+    page, ring_page = target.page, target.facts.const("KVM_DIRTY_LOG_PAGE_OFFSET")
+    offset, prot, flags = values.get("offset", ring_page * page), values["prot"], values["map"]
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(vt))
+        if ring:
+            _enable(target, vm, "KVM_CAP_DIRTY_LOG_RING", RING_SIZE)
+        vcpu = stack.enter_context(vm.create_vcpu(0, target.kvm.vcpu_mmap_size()))
+        result = target.backend.mmap(vcpu.fd, RING_SIZE, prot, flags, offset)
+        if result >= 0:
+            target.backend.munmap(result, RING_SIZE)
+            result = 0
+        expect = vcpu_mmap(offset, RING_SIZE, prot, flags, RING_SIZE if ring else 0, ring_page, page)
+        outcome = Outcome(case, VCPU_MMAP, vcpu.label, {**values, "offset": offset, "length": RING_SIZE}, expect, result)
+    verdict(target, outcome)

@@ -16,13 +16,13 @@ from harness.rules.enable_cap import EnableCapInput, enable_cap
 STRUCT = load_profile("released").structs["kvm_enable_cap"]
 RING, MANUAL = "KVM_CAP_DIRTY_LOG_RING", "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2"
 HALT, PV = "KVM_CAP_HALT_POLL", "KVM_CAP_ENFORCE_PV_FEATURE_CPUID"
-IDS = "KVM_CAP_MAX_VCPU_ID"
-VALUES = {RING: 1 << 20, MANUAL: 3, HALT: 1, PV: 1, IDS: 4096}
+IDS, QUIRKS = "KVM_CAP_MAX_VCPU_ID", "KVM_CAP_DISABLE_QUIRKS2"
+VALUES = {RING: 1 << 20, MANUAL: 3, HALT: 1, PV: 1, IDS: 4096, QUIRKS: 0xDFF}
 
 
 def sent(cap: str | None, values: Mapping[str, int] | None = None, fd: FdKind = FdKind.VM, ring: bool = False,
-         vcpu: bool = False, lowered: int = 0) -> EnableCapInput:
-    return EnableCapInput(values or {}, STRUCT, fd, cap, VALUES.get(cap or "", 0), PAGE_SIZE, ring, vcpu, lowered)
+         vcpu: bool = False, lowered: int = 0, boot: int = 0) -> EnableCapInput:
+    return EnableCapInput(values or {}, STRUCT, fd, cap, VALUES.get(cap or "", 0), PAGE_SIZE, ring, vcpu, lowered, boot)
 
 
 ROWS = [
@@ -46,6 +46,11 @@ ROWS = [
     ("ids-max-after-vcpu", sent(IDS, {"args[0]": 4096}, vcpu=True), 0), ("ids-0-after-vcpu", sent(IDS, vcpu=True), errno.EINVAL),
     ("ids-same-again", sent(IDS, {"args[0]": 16}, lowered=16), 0),
     ("ids-other-again", sent(IDS, {"args[0]": 32}, lowered=16), errno.EINVAL),
+    # x86.c:4144: not below KVM_SET_BOOT_CPU_ID's id (max_vcpuid_cap_test.c:29-37)
+    # x86.c:3963-3966: only the quirks KVM_CHECK_EXTENSION gives (here all of 0..11 but IGNORE_GUEST_PAT)
+    ("quirks-slot-zap", sent(QUIRKS, {"args[0]": 0x80}), 0), ("quirks-unsupported", sent(QUIRKS, {"args[0]": 0x200}), errno.EINVAL),
+    ("quirks-past", sent(QUIRKS, {"args[0]": 1 << 12}), errno.EINVAL), ("quirks-none", sent(QUIRKS), 0),
+    ("ids-below-boot", sent(IDS, {"args[0]": 1}, boot=2), errno.EINVAL), ("ids-at-boot", sent(IDS, {"args[0]": 2}, boot=2), 0),
 ]
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from harness import rules
 from harness.abi.fdkind import FdKind
-from harness.rules.vcpus import create_vcpu
+from harness.abi.linux import MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE
+from harness.rules.vcpus import create_vcpu, set_boot_cpu_id, vcpu_mmap
 
 MAX_ID, MAX_VCPUS = 4096, 1024
 
@@ -38,3 +39,28 @@ def test_create_vcpu_limits(vcpu_id: int, created: int, lowered: int | None, wan
 def test_absent_ioctl_per_fd_kind(fd: FdKind, want: int) -> None:
     """ENOTTY where the VFS or kvm_arch_vm_ioctl answers; x86's EINVAL on /dev/kvm and a vCPU."""
     assert rules.absent_ioctl("KVM_CHECK_EXTENSION", "an fd", fd).errno == want
+
+
+@pytest.mark.parametrize(("boot_id", "created", "lowered", "want"), [
+    (0, False, 0, 0), (MAX_ID, False, 0, 0), (MAX_ID + 1, False, 0, errno.EINVAL), (1 << 32, False, 0, errno.EINVAL),
+    (0, True, 0, errno.EBUSY), (MAX_ID + 1, True, 0, errno.EBUSY), (16, False, 16, 0), (17, False, 16, errno.EINVAL),
+])
+def test_set_boot_cpu_id(boot_id: int, created: bool, lowered: int, want: int) -> None:
+    """EBUSY once a vCPU exists, first; then ids up to (not past) KVM_MAX_VCPU_IDS and the VM's limit (x86.c:4602-4613)."""
+    assert set_boot_cpu_id(boot_id, MAX_ID, created, lowered).errno == want
+
+
+RING_PAGE, RING = 64, 16 * PAGE_SIZE
+
+
+@pytest.mark.parametrize(("offset", "prot", "flags", "ring", "want"), [
+    (RING_PAGE * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, RING, 0),
+    (RING_PAGE * PAGE_SIZE, PROT_READ, MAP_PRIVATE, RING, errno.EINVAL),
+    (RING_PAGE * PAGE_SIZE, PROT_READ, MAP_PRIVATE, 0, 0),
+    (RING_PAGE * PAGE_SIZE, PROT_READ | PROT_EXEC, MAP_SHARED, RING, errno.EPERM),
+    ((RING_PAGE - 15) * PAGE_SIZE, PROT_READ, MAP_PRIVATE, RING, errno.EINVAL),  # only its last page in the ring
+    (0, PROT_READ, MAP_PRIVATE, RING, 0),
+])
+def test_vcpu_mmap(offset: int, prot: int, flags: int, ring: int, want: int) -> None:
+    """The dirty ring's pages shared only (kvm_vcpu_mmap); PROT_EXEC refused first (a noexec pseudo fs)."""
+    assert vcpu_mmap(offset, 16 * PAGE_SIZE, prot, flags, ring, RING_PAGE, PAGE_SIZE).errno == want

@@ -60,7 +60,7 @@ from harness.host.backend import KernelBackend
 from harness.host.usermem import LocalMemory
 from harness.model import coalesced_mmio, dirty_log, enable_cap, guest, ioeventfd, irqfd, memslot1, prefault, vcpu
 from harness.model.deviation import FAITHFUL, Deviation
-from harness.model.state import GmemState, Handle, Slot, VmState
+from harness.model.state import GmemState, Handle, Slot, VcpuState, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
 from harness.rules import MAX_GPA_BITS, USER_MEM_SLOTS, USER_VA_BITS, HostLimits
 
@@ -229,6 +229,8 @@ class ModelBackend:
         mode = self.dev.caps.get(name)
         if mode == "zero":
             return 0
+        if mode == "flag":  # a value cap answering as a feature flag
+            return 1
         if mode == "system":
             return self.cap_value(name, None)
         if mode == "unstable":
@@ -250,6 +252,8 @@ class ModelBackend:
                 return self.flags(io, vm)
         if name in VALUE_CAPS:
             return VALUE_CAPS[name]
+        if name == "KVM_CAP_COALESCED_MMIO":  # the ring's page in the vCPU mmap (kvm_main.c:4943-4944)
+            return self.facts.constants["KVM_COALESCED_MMIO_PAGE_OFFSET"]
         family_caps: dict[str, int] = {k: v for f in FAMILIES for k, v in getattr(f, "CAPS", {}).items()}
         if name in family_caps:
             return family_caps[name]
@@ -517,16 +521,7 @@ class ModelBackend:
         ring shared at KVM_DIRTY_LOG_PAGE_OFFSET once the VM has one."""
         handle = self.files.get(fd)
         if handle is not None and handle.vcpu is not None:
-            ring = self.facts.constants["KVM_DIRTY_LOG_PAGE_OFFSET"] * PAGE_SIZE
-            in_ring = offset == ring and 0 < length <= self.vm_of(handle).dirty_ring and bool(flags & MAP_SHARED)
-            if not in_ring and (offset % PAGE_SIZE or length == 0 or offset + length > vcpu.MMAP_PAGES * PAGE_SIZE):
-                return -errno.EINVAL
-            addr = self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
-            if addr >= 0 and offset == 0:
-                handle.vcpu.run_addr = addr  # where KVM_RUN reports its exits
-            if addr >= 0 and in_ring:
-                handle.vcpu.dirty_ring_addr = addr  # where a guest write pushes its entries
-            return addr
+            return self.vcpu_mmap(handle, handle.vcpu, length, prot, flags, offset)
         gmem = self.gmem(fd)
         if gmem is None:
             return self.kernel.mmap(fd, length, prot, flags, offset, addr)
@@ -545,6 +540,25 @@ class ModelBackend:
         if at >= 0:
             self.maps[at] = (length, gmem, offset)
         return at
+
+    def vcpu_mmap(self, handle: Handle, cpu: VcpuState, length: int, prot: int, flags: int, offset: int) -> int:
+        """do_mmap() (length, alignment; the anon inode pseudo fs is noexec: EPERM) then
+        kvm_vcpu_mmap(): a first or last page in the dirty ring only MAP_SHARED (EINVAL)."""
+        first = self.facts.constants["KVM_DIRTY_LOG_PAGE_OFFSET"]
+        pages = range(first, first + self.vm_of(handle).dirty_ring // PAGE_SIZE)
+        in_ring = offset // PAGE_SIZE in pages or (offset + length - 1) // PAGE_SIZE in pages
+        try:
+            self.check("mmap.length", length == 0 or bool(offset % PAGE_SIZE), handle.kind)
+            self.check("mmap.noexec", bool(prot & _mmap.PROT_EXEC), handle.kind, errno.EPERM)
+            self.check("mmap.dirty-ring-shared", in_ring and not flags & MAP_SHARED, handle.kind)
+        except Refused as r:
+            return -r.errno
+        addr = self.kernel.mmap(-1, length, prot, MAP_SHARED | MAP_ANONYMOUS, 0)
+        if addr >= 0 and offset == 0:
+            cpu.run_addr = addr  # where KVM_RUN reports its exits
+        if addr >= 0 and offset == first * PAGE_SIZE and pages:
+            cpu.dirty_ring_addr = addr  # where a guest write pushes its entries
+        return addr
 
     def munmap(self, addr: int, length: int) -> int:
         for start in [a for a in self.maps if addr <= a < addr + length]:

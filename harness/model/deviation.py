@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-CAP_MODES = ("zero", "system", "unstable")
+CAP_MODES = ("zero", "system", "unstable", "flag")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Deviation:
     copy: Mapping[str, int] = field(default_factory=dict)  # ioctl → bytes copied from user instead of sizeof
     aliases: tuple[tuple[str, str, int], ...] = ()  # (ioctl, direction macro, size): another number it answers to
     extra_fds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # ioctl → fd kinds it also exists on
-    caps: Mapping[str, str] = field(default_factory=dict)  # cap → "zero", "system" (at VM scope) or "unstable"
+    caps: Mapping[str, str] = field(default_factory=dict)  # cap → "zero", "system" (at VM scope), "unstable" or "flag" (1)
     keep_rejected: frozenset[str] = frozenset()  # ioctls whose rejected call still makes its fd or slot
     echo: frozenset[str] = frozenset()  # ioctls that write zeros over the struct after success
     write_past: Mapping[str, int] = field(default_factory=dict)  # ioctl → bytes written past the struct

@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 RING_MAX = 65536 * 16  # KVM_DIRTY_RING_MAX_ENTRIES entries of 16 bytes
 RING_MIN = max(64 * 16, PAGE_SIZE)  # the reserved entries, or a page (a host without PML)
 MANUAL_CAPS = 3  # KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET (x86)
+QUIRKS = 0xFFF  # supported_quirks: KVM_X86_VALID_QUIRKS, bits 0..11 (x86.c:135-147), none removed
 CAPS: Mapping[str, int] = {
     "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2": MANUAL_CAPS, "KVM_CAP_HALT_POLL": 1, "KVM_CAP_ENFORCE_PV_FEATURE_CPUID": 1,
     "KVM_CAP_DIRTY_LOG_RING": RING_MAX, "KVM_CAP_DIRTY_LOG_RING_ACQ_REL": RING_MAX, "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP": 0,
+    "KVM_CAP_DISABLE_QUIRKS2": QUIRKS,
 }
 ARGS = {"KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP": 0}  # the args[] a cap reads: args[0] unless listed
 
@@ -47,6 +49,9 @@ def enable_cap(model: ModelBackend, handle: Handle, arg: int) -> int:
     if cap == "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2":
         model.check(f"{name}.manual", bool(size & ~(MANUAL_CAPS if size & 1 else 1)), fd)
         vm.manual_protect = size
+    elif cap == "KVM_CAP_DISABLE_QUIRKS2":
+        model.check(f"{name}.quirks", bool(size & ~QUIRKS), fd)
+        vm.disabled_quirks |= size
     elif cap == "KVM_CAP_HALT_POLL":
         model.check(f"{name}.halt-poll", size > U32, fd)
     elif cap in ("KVM_CAP_DIRTY_LOG_RING", "KVM_CAP_DIRTY_LOG_RING_ACQ_REL"):
@@ -57,8 +62,10 @@ def enable_cap(model: ModelBackend, handle: Handle, arg: int) -> int:
         model.check(f"{name}.ring-vcpus", bool(vm.vcpus), fd)
         vm.dirty_ring = size
     elif cap == "KVM_CAP_MAX_VCPU_ID":
-        # x86.c:4138-4153: no higher than KVM_MAX_VCPU_IDS; once set (here or by the first vCPU), only that value
+        # x86.c:4138-4153: no higher than KVM_MAX_VCPU_IDS, nor below the boot vCPU id;
+        # once set (here or by the first vCPU), only that value
         model.check(f"{name}.max-vcpu-id", size > MAX_VCPU_IDS, fd)
+        model.check(f"{name}.max-vcpu-id-boot", vm.bsp_vcpu_id > size, fd)
         model.check(f"{name}.max-vcpu-id-set", vm.max_vcpu_ids not in (0, size), fd)
         vm.max_vcpu_ids = size
     elif cap == "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP":

@@ -10,6 +10,7 @@ import errno
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from harness.abi.fdkind import FdKind
 from harness.model.ioeventfd import eventfd_inode
 from harness.model.state import Handle
 
@@ -29,7 +30,7 @@ def create_irqchip(model: ModelBackend, handle: Handle, arg: int) -> int:
 
 def irqfd(model: ModelBackend, handle: Handle, arg: int) -> int:
     """flags; DEASSIGN (the eventfd checked, then 0); the irqchip, resamplefd, pad[], the
-    eventfd, one irqfd per eventfd (EBUSY)."""
+    eventfd, one irqfd per eventfd in any open VM (EBUSY)."""
     name, fd = "KVM_IRQFD", handle.kind
     c = model.facts.constants
     deassign, resample = c["KVM_IRQFD_FLAG_DEASSIGN"], c["KVM_IRQFD_FLAG_RESAMPLE"]
@@ -52,6 +53,9 @@ def irqfd(model: ModelBackend, handle: Handle, arg: int) -> int:
     model.check(f"{name}.not-eventfd", ino is None, fd)
     assert ino is not None
     model.check(f"{name}.busy", ino in vm.irqfds, fd, errno.EBUSY)
+    # the eventfd's wait queue takes one priority waiter, whichever VM's (wait.c:61-63); a VM's go with its fd
+    others = {id(h.vm): h.vm for h in model.files.values() if h.kind == FdKind.VM and h.vm is not None and h.vm is not vm}
+    model.check(f"{name}.busy-other-vm", any(ino in o.irqfds for o in others.values()), fd, errno.EBUSY)
     vm.irqfds.add(ino)
     return 0
 

@@ -57,6 +57,8 @@ class VmState:
     irqfds: set[int] = field(default_factory=set)  # the eventfds (inodes) that are irqfds
     zones: list[tuple[int, int, int]] = field(default_factory=list)  # coalesced zones: (addr, size, pio)
     max_vcpu_ids: int = 0  # kvm->arch.max_vcpu_ids: KVM_CAP_MAX_VCPU_ID enabled, or set by the first vCPU
+    bsp_vcpu_id: int = 0  # kvm->arch.bsp_vcpu_id: KVM_SET_BOOT_CPU_ID's id
+    disabled_quirks: int = 0  # kvm->arch.disabled_quirks: KVM_CAP_DISABLE_QUIRKS2's bits
 
     def add_slot(self, s: Slot, space: int) -> None:
         """A slot in `space`'s map (the slot's own address space, unless a mutant merges them)."""

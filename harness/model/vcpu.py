@@ -43,7 +43,20 @@ def create_vcpu(model: ModelBackend, handle: Handle, arg: int) -> int:
     return model.open_handle(Handle(FdKind.VCPU, vm=vm, vcpu=VcpuState(arg)))
 
 
+def set_boot_cpu_id(model: ModelBackend, handle: Handle, arg: int) -> int:
+    """KVM_SET_BOOT_CPU_ID (x86.c:4602-4613): before any vCPU (EBUSY), an id no higher than
+    KVM_MAX_VCPU_IDS nor than the VM's limit, when one is set (EINVAL)."""
+    name, fd = "KVM_SET_BOOT_CPU_ID", handle.kind
+    vm = model.vm_of(handle)
+    model.check(f"{name}.busy", bool(vm.vcpus), fd, errno.EBUSY)
+    model.check(f"{name}.id", arg > MAX_VCPU_IDS, fd)
+    model.check(f"{name}.lowered", bool(vm.max_vcpu_ids) and arg > vm.max_vcpu_ids, fd)
+    vm.bsp_vcpu_id = arg
+    return 0
+
+
 HANDLERS: Mapping[str, Callable[[ModelBackend, Handle, int], int]] = {
     "KVM_GET_VCPU_MMAP_SIZE": vcpu_mmap_size,
     "KVM_CREATE_VCPU": create_vcpu,
+    "KVM_SET_BOOT_CPU_ID": set_boot_cpu_id,
 }

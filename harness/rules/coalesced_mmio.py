@@ -28,3 +28,10 @@ def coalesced_mmio_zone(name: str, values: Mapping[str, int]) -> Expect:
     if wraps(addr, size):
         return Expect(errno.EINVAL, rule, "addr + size reaches 2^64 (wraps) → EINVAL")
     return Expect(0, rule, "a zone on the bus pio names → 0")
+
+
+def coalesced_mmio_cap(page_offset: int) -> Expect:
+    """KVM_CHECK_EXTENSION(KVM_CAP_COALESCED_MMIO) answers the coalesced ring's page in the
+    vCPU mmap, KVM_COALESCED_MMIO_PAGE_OFFSET (kvm_main.c:4943-4944; api.rst 4.5: "a page at
+    KVM_COALESCED_MMIO_PAGE_OFFSET * PAGE_SIZE"), not a feature flag's 1."""
+    return Expect(0, "KVM_CAP_COALESCED_MMIO rules", f"KVM_CAP_COALESCED_MMIO is KVM_COALESCED_MMIO_PAGE_OFFSET ({page_offset})")

@@ -18,7 +18,7 @@ RINGS = ("KVM_CAP_DIRTY_LOG_RING", "KVM_CAP_DIRTY_LOG_RING_ACQ_REL")
 ARGS_USED: Mapping[str, int] = {
     "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2": 1, "KVM_CAP_HALT_POLL": 1, "KVM_CAP_DIRTY_LOG_RING": 1,
     "KVM_CAP_DIRTY_LOG_RING_ACQ_REL": 1, "KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP": 0, "KVM_CAP_ENFORCE_PV_FEATURE_CPUID": 1,
-    "KVM_CAP_MAX_VCPU_ID": 1,
+    "KVM_CAP_MAX_VCPU_ID": 1, "KVM_CAP_DISABLE_QUIRKS2": 1,
 }
 VM_CAPS = frozenset(ARGS_USED) - {"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"}
 VCPU_CAPS = frozenset({"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"})
@@ -28,7 +28,7 @@ VCPU_CAPS = frozenset({"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"})
 class EnableCapInput:
     """`kvm_enable_cap` as sent, the cap's name (None: a number no cap has), KVM_CHECK_EXTENSION
     of it on the VM, and the VM's state: a dirty ring already enabled, a vCPU created, the
-    KVM_CAP_MAX_VCPU_ID enabled before (0: none)."""
+    KVM_CAP_MAX_VCPU_ID enabled before (0: none), the id KVM_SET_BOOT_CPU_ID set (0: none)."""
 
     values: Mapping[str, int]
     struct: Struct
@@ -39,6 +39,7 @@ class EnableCapInput:
     ring_set: bool = False
     has_vcpu: bool = False
     lowered: int = 0
+    boot: int = 0
 
     def get(self, name: str) -> int:
         return self.values.get(name, 0) & U64
@@ -53,10 +54,12 @@ def enable_cap(e: EnableCapInput) -> Expect:
     nanoseconds; DIRTY_LOG_RING{,_ACQ_REL} a ring size in bytes, "a power of two, at least a
     page and the reserved entries, at most what KVM_CHECK_EXTENSION returns (E2BIG)", once,
     before any vCPU; MAX_VCPU_ID (api.rst 7.27, x86.c:4138-4153) a vCPU id limit no higher than
-    KVM_CHECK_EXTENSION gives, once: the VM's limit is set by the first enable, or by the
+    KVM_CHECK_EXTENSION gives, not below the boot vCPU's id (x86.c:4144), once: the VM's limit is set by the first enable, or by the
     first vCPU to KVM_CHECK_EXTENSION's (x86.c:9334-9335), and only that same value is
     accepted after (0 while none is set sets nothing); a cap whose KVM_CHECK_EXTENSION is 0
-    cannot be enabled."""
+    cannot be enabled; DISABLE_QUIRKS2 (api.rst 7.31, x86.c:3963-3973) a set of quirks to
+    disable, only bits KVM_CHECK_EXTENSION gives (kvm_caps.supported_quirks, x86.c:2408-2409),
+    such as KVM_X86_QUIRK_SLOT_ZAP_ALL; others → EINVAL."""
     rule = "KVM_ENABLE_CAP rules"
     cap, arg0 = e.cap, e.get("args[0]")
     known = VCPU_CAPS if e.fd == FdKind.VCPU else VM_CAPS
@@ -74,6 +77,8 @@ def enable_cap(e: EnableCapInput) -> Expect:
         return Expect(errno.EINVAL, rule, f"{cap} is 0 on the VM: it cannot be enabled → EINVAL")
     if cap == "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2" and arg0 & ~(e.cap_value if arg0 & 1 else 1):
         return Expect(errno.EINVAL, rule, "args[0] outside the cap's bits, or INITIALLY_SET without ENABLE → EINVAL")
+    if cap == "KVM_CAP_DISABLE_QUIRKS2" and arg0 & ~e.cap_value:
+        return Expect(errno.EINVAL, rule, "a quirk KVM_CHECK_EXTENSION(KVM_CAP_DISABLE_QUIRKS2) does not give → EINVAL")
     if cap == "KVM_CAP_HALT_POLL" and arg0 > U32:
         return Expect(errno.EINVAL, rule, "args[0] (nanoseconds) wider than a u32 → EINVAL")
     if cap in RINGS:
@@ -90,6 +95,8 @@ def enable_cap(e: EnableCapInput) -> Expect:
     if cap == "KVM_CAP_MAX_VCPU_ID":
         if arg0 > e.cap_value:
             return Expect(errno.EINVAL, rule, "a vCPU id limit above KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPU_ID) → EINVAL")
+        if e.boot > arg0:
+            return Expect(errno.EINVAL, rule, "a vCPU id limit below KVM_SET_BOOT_CPU_ID's id → EINVAL")
         limit = e.lowered or (e.cap_value if e.has_vcpu else 0)
         if limit and arg0 != limit:
             return Expect(errno.EINVAL, rule, "the VM's vCPU id limit already set (enabled, or by a vCPU) to another value → EINVAL")

@@ -34,7 +34,8 @@ def irqfd(i: IrqfdInput) -> Expect:
     (EINVAL, irq.c kvm_arch_irqfd_allowed); "when KVM_IRQFD_FLAG_RESAMPLE is set the user
     must pass an additional eventfd in resamplefd", so by the hygiene rules resamplefd is 0
     without it, and pad[] is 0; fd not open → EBADF, not an eventfd → EINVAL; an eventfd
-    that is an irqfd already → EBUSY."""
+    that is an irqfd already, of this VM or of any other, → EBUSY: the irqfd is the eventfd's
+    one priority waiter (eventfd.c:340, add_wait_queue_priority_exclusive: wait.c:61-63)."""
     rule = "KVM_IRQFD rules"
     flags = i.get("flags")
     deassign, resample = i.flag_bits["KVM_IRQFD_FLAG_DEASSIGN"], i.flag_bits["KVM_IRQFD_FLAG_RESAMPLE"]
@@ -54,5 +55,5 @@ def irqfd(i: IrqfdInput) -> Expect:
     if bad_fd is not None:
         return bad_fd
     if i.taken:
-        return Expect(errno.EBUSY, rule, "an eventfd that is an irqfd already → EBUSY")
+        return Expect(errno.EBUSY, rule, "an eventfd that is an irqfd already (in any VM) → EBUSY")
     return Expect(0, rule, "the irqfd assigned → 0")

@@ -75,9 +75,13 @@ class Outcome:
 class _Port:
     """The calls a surface makes to check an effect, on the case's VM."""
 
-    def __init__(self, t: Target, vm: Vm) -> None:
-        self.t, self.vm = t, vm
+    def __init__(self, t: Target, vm: Vm, vm_type: int, others: ExitStack) -> None:
+        self.t, self.vm, self.vm_type, self.others = t, vm, vm_type, others
         self.left: dict[str, int] | None = None  # the case's struct after the call
+
+    def other_vm(self) -> _Port:
+        """A second VM, closed with the case's environment (after the case's call)."""
+        return _Port(self.t, self.others.enter_context(self.t.vm(self.vm_type)), self.vm_type, self.others)
 
     def vm_ioctl(self, name: str, arg: int) -> int:
         return self.vm.call(name, arg)
@@ -195,12 +199,12 @@ def run_ioctl_case(t: Target, case: Case) -> Outcome:
         t.require(need, case.vm_type)
     assert io.struct is not None
     struct = t.facts.structs[io.struct]
-    with environment(t, case, surface) as (vm, fd, env):
+    with environment(t, case, surface) as (vm, fd, env), ExitStack() as others:
         ctx = Ctx(t.plan, case, io, struct, env)
         why = surface.why_not(ctx)
         if why is not None:
             pytest.skip(why)
-        port = _Port(t, vm)
+        port = _Port(t, vm, case.vm_type, others)
         setup = surface.before(ctx, port)
         assert setup is None, f"{case.id}: {setup}"
         values = surface.baseline(ctx)

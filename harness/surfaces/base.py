@@ -72,6 +72,9 @@ class Port(Protocol):
     def struct_left(self) -> Mapping[str, int] | None:
         """The case's struct as the kernel left it after the call (None: it had no struct in memory)."""
 
+    def other_vm(self) -> Port:
+        """A second VM of the case's type, open until the case ends (state one VM cannot show)."""
+
 
 @dataclass(frozen=True)
 class Ctx:

@@ -54,4 +54,12 @@ SURFACES = tuple(
     for name in (REGISTER, UNREGISTER)
 )
 
-TABLES = {"coalesced_zones": coalesced_zones}
+def coalesced_cap(t: Plan) -> list[Case]:
+    """KVM_CHECK_EXTENSION(KVM_CAP_COALESCED_MMIO) on /dev/kvm and on each VM type: the ring's page."""
+    scopes = [(FdKind.SYSTEM, 0)] + [(FdKind.VM, vt) for vt in t.vm_types]
+    return [Case("caps", "KVM_CHECK_EXTENSION", fd, vt, knobs=(("cap", "KVM_CAP_COALESCED_MMIO"),), tag="page-offset")
+            for fd, vt in scopes]
+
+
+TABLES = {"coalesced_zones": coalesced_zones, "coalesced_cap": coalesced_cap}
+OTHER_RULES = {"coalesced_mmio_cap": "KVM_CAP_COALESCED_MMIO answers KVM_COALESCED_MMIO_PAGE_OFFSET"}

@@ -22,12 +22,19 @@ AREA_TABLES = tuple(t for t in GENERIC_TABLES if t != "property")  # both fd wor
 @dataclass(frozen=True)
 class Irqfd(Surface):
     def before(self, ctx: Ctx, port: Port) -> str | None:
-        """The irqchip (unless the case has none), then, for a "taken" case, the baseline's irqfd."""
+        """The irqchip (unless the case has none), then, for a "taken" case, the baseline's irqfd,
+        on this VM or ("other-vm") on a second VM with its own irqchip."""
         if ctx.case.knob("irqchip") != "none":
             r = port.vm_ioctl("KVM_CREATE_IRQCHIP", 0)
             if r != 0:
                 return f"KVM_CREATE_IRQCHIP first answered {r}"
-        if ctx.case.knob("taken") is not None:
+        taken = ctx.case.knob("taken")
+        if taken == "other-vm":
+            port = port.other_vm()
+            r = port.vm_ioctl("KVM_CREATE_IRQCHIP", 0)
+            if r != 0:
+                return f"KVM_CREATE_IRQCHIP on the second VM first answered {r}"
+        if taken is not None:
             r = port.vm_call(NAME, self.baseline(ctx))
             return None if r == 0 else f"assigning the baseline's irqfd first answered {r}"
         return None
@@ -44,11 +51,12 @@ class Irqfd(Surface):
 
 
 def irqfd_cases(t: Plan) -> list[Case]:
-    """The fd's kinds, no irqchip, resamplefd without RESAMPLE, a second irqfd on one eventfd, deassigning."""
+    """The fd's kinds, no irqchip, resamplefd without RESAMPLE, a second irqfd on one eventfd (in
+    this VM or another), deassigning."""
     deassign, resample = (t.facts.constants.get(n, 0) for n in FLAG_NAMES)
     rows: list[tuple[tuple[str, int], ...]] = [(("resamplefd", 0xDEADBEEF),), (("flags", deassign | resample),), (("gsi", 23),)]
     knobs: list[tuple[tuple[str, int | str], ...]] = [(("event_fd", "closed"),), (("event_fd", "not-eventfd"),),
-                                                     (("irqchip", "none"),), (("taken", 1),)]
+                                                     (("irqchip", "none"),), (("taken", 1),), (("taken", "other-vm"),)]
     cases = [Case("reserved", NAME, FdKind.VM, vt, r) for vt in t.vm_types for r in rows]
     cases += [Case("reserved", NAME, FdKind.VM, vt, knobs=k) for vt in t.vm_types for k in knobs]
     cases += [Case("reserved", NAME, FdKind.VM, vt, (("flags", deassign),), knobs=k)
