@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from harness.abi.profile import known_profiles
 from harness.cases.captable import CapTable
 from harness.host.backend import KernelBackend
@@ -82,9 +80,8 @@ def test_every_property_says_how_it_is_checked() -> None:
     assert expected in " ".join(DOC.read_text().split()), f"{DOC.name}: the figures line should read {expected!r}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13's 90 % is not reached yet: see the figures line of docs/peer-coverage.md")
 def test_coverage_reaches_the_target() -> None:
-    """Checked rows are at least 90 % of the in-scope rows (strict: passing fails until the mark goes)."""
+    """Checked rows are at least 90 % of the in-scope rows (issue 13)."""
     c = counts()
     in_scope = sum(c.values()) - c["out"]
     assert c["checked"] >= TARGET * in_scope, figures(c)
