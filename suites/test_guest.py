@@ -15,6 +15,8 @@ from harness.abi.exits import Exit
 from harness.abi.fdkind import FdKind
 from harness.abi.guest_programs import (
     HOST_PATTERN,
+    LOG_GPA,
+    LOG_SLOT,
     MMIO_REPLY,
     PROGRAM_NAMED,
     TEST_GPA,
@@ -29,6 +31,7 @@ from harness.rules.guest import (
     ExpectRun,
     coalesced_max,
     dirty_log,
+    dirty_logs,
     dirty_ring,
     guest_run,
     mismatch,
@@ -45,6 +48,8 @@ from harness.surfaces.guest import (
     DIRTY_LOGS,
     DIRTY_RING,
     LOAD_LOOP_REGS,
+    TWO_SLOT_LOGS,
+    TWO_SLOT_REGS,
     loop_count,
     pre_fault_range,
     ring_index,
@@ -128,6 +133,9 @@ def test_guest_dirty_log(target: Target, case: Case) -> None:
     vt, facts = case.vm_type, target.facts
     target.require_vm(vt)
     program, mode = PROGRAM_NAMED[str(case.knob("program"))], str(case.knob("dirty"))
+    if mode in TWO_SLOT_LOGS:
+        two_slot_dirty_log(target, case, program, mode)
+        return
     protect, ops = DIRTY_LOGS.get(mode, ((), ("run",)))
     bits = sum(facts.const(c) for c in protect)
     if mode == DIRTY_RING:
@@ -178,6 +186,54 @@ def test_guest_dirty_log(target: Target, case: Case) -> None:
         want_shown = ", ".join(f"{b:#06b}" for b in expected.bitmaps)
         pytest.fail(f"KVM_GET_DIRTY_LOG of slot {TEST_SLOT} on {vm.label} through {' / '.join(ops)} after {what} "
                     f"returned {shown}, not {want_shown}\n  rule:   {expected.rule}: {expected.clause}", pytrace=False)
+
+
+def two_slot_dirty_log(target: Target, case: Case, program: Program, mode: str) -> None:
+    """A loop storing into two logging slots: each KVM_GET_DIRTY_LOG of one slot returns
+    that slot's bits only, through GETs and CLEARs of the other."""
+    vt, facts, page = case.vm_type, target.facts, target.page
+    target.require_ioctl("KVM_GET_DIRTY_LOG", FdKind.VM, vt)
+    target.require_ioctl("KVM_CLEAR_DIRTY_LOG", FdKind.VM, vt)
+    protect, ops = TWO_SLOT_LOGS[mode]
+    bits = sum(facts.const(c) for c in protect)
+    if bits:
+        target.require_cap("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", vt, bits=bits)
+    steps = program_steps(program, TWO_SLOT_REGS)
+    pages = {**slot_pages("shared", HOST_PATTERN, TEST_GPA, TEST_PAGES, page), **slot_pages("shared", 0, LOG_GPA, TEST_PAGES, page)}
+    expected_run = replace(guest_run(steps, pages, page, facts.const("KVM_MEMORY_EXIT_FLAG_PRIVATE"), MMIO_REPLY, (),
+                                     coalesced_room(target)), rule="guest_dirty_log")
+    written = {s: written_pages(steps, gpa, TEST_PAGES, page) for s, gpa in ((TEST_SLOT, TEST_GPA), (LOG_SLOT, LOG_GPA))}
+    expected = dirty_logs(ops, written, TEST_PAGES, bool(bits))
+    what = f"program {program.name} ({program.asm}, {TWO_SLOT_REGS}) over logging slots {TEST_SLOT} and {LOG_SLOT} ({mode})"
+    log = facts.const("KVM_MEM_LOG_DIRTY_PAGES")
+    got: list[int] = []
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(vt))
+        if bits:
+            guest.enable_cap(vm, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", bits)
+        guest.set_test_slot(stack, vm, "shared", HOST_PATTERN, log)
+        guest.set_slot(vm, LOG_SLOT, LOG_GPA, TEST_PAGES * page, guest.guest_memory(stack, vm, TEST_PAGES * page), log)
+        vcpu = guest.boot(stack, target.kvm, vm, program, TWO_SLOT_REGS)
+        ran = False
+        for op in ops:
+            word, *rest = op.split()
+            if word == "run":
+                if ran:
+                    guest.rerun(vcpu, TWO_SLOT_REGS)
+                seen = guest.run(vcpu)
+                ran = True
+                problem = mismatch(expected_run, seen)
+                if problem:
+                    fail(vcpu, what, problem, expected_run, seen)
+            elif word == "get":
+                got.append(guest.get_dirty_log(vm, int(rest[0]), TEST_PAGES))
+            else:
+                guest.clear_dirty_log(vm, int(rest[0]), TEST_PAGES, int(rest[1], 0))
+    if got != list(expected.bitmaps):
+        shown = ", ".join(f"{b:#06b}" for b in got)
+        want_shown = ", ".join(f"{b:#06b}" for b in expected.bitmaps)
+        pytest.fail(f"KVM_GET_DIRTY_LOG on {vm.label} through {' / '.join(ops)} after {what} returned {shown}, "
+                    f"not {want_shown}\n  rule:   {expected.rule}: {expected.clause}", pytrace=False)
 
 
 @pytest.mark.cases("guest_coalesced")

@@ -25,7 +25,18 @@ from harness.abi.guest_programs import (
 )
 from harness.abi.linux import PAGE_SIZE
 from harness.abi.profile import load_profile
-from harness.rules.guest import Coalesced, Page, coalesced_max, dirty_log, dirty_ring, guest_run, mismatch, slot_page, written_pages
+from harness.rules.guest import (
+    Coalesced,
+    Page,
+    coalesced_max,
+    dirty_log,
+    dirty_logs,
+    dirty_ring,
+    guest_run,
+    mismatch,
+    slot_page,
+    written_pages,
+)
 
 FACTS = load_profile("released")
 ROOM = coalesced_max(PAGE_SIZE, FACTS.structs["kvm_coalesced_mmio_ring"].size, FACTS.structs["kvm_coalesced_mmio"].size)
@@ -98,6 +109,13 @@ def test_dirty_log_marks_exactly_the_pages_written() -> None:
     assert manual.bitmaps == (0b1010, 0b1010, 0b1000)
     assert dirty_log(("get", "clear 0xf", "get", "run", "get"), written, 4, True, True).bitmaps == (0b1111, 0, 0b1010)
     assert dirty_ring(written, 1, 1) == ((1, 1, 1), (1, 1, 3))
+
+
+def test_dirty_logs_keep_each_slot_apart() -> None:
+    """GET and CLEAR of one logging slot leave the other's bits."""
+    written = {1: (2,), 2: (1,)}
+    assert dirty_logs(("run", "get 1", "get 2", "get 2"), written, 4, False).bitmaps == (0b100, 0b10, 0)
+    assert dirty_logs(("run", "clear 1 0xf", "get 1", "get 2"), written, 4, True).bitmaps == (0, 0b10)
 
 
 def test_coalesced_writes_give_no_exit() -> None:

@@ -201,9 +201,9 @@ def run(vcpu: Vcpu, limit: int = 8, mmio_reply: int = MMIO_REPLY) -> list[Exit]:
     return exits
 
 
-def rerun(vcpu: Vcpu) -> None:
-    """The vCPU back at the program's entry (KVM_SET_REGS), to run it again after its hlt."""
-    _checked_struct(vcpu, "KVM_SET_REGS", regs())
+def rerun(vcpu: Vcpu, gprs: Mapping[str, int] | None = None) -> None:
+    """The vCPU back at the program's entry (KVM_SET_REGS) with `gprs`, to run it again after its hlt."""
+    _checked_struct(vcpu, "KVM_SET_REGS", regs(gprs))
 
 
 def enable_cap(vm: Vm, cap: str, arg0: int) -> None:

@@ -10,6 +10,8 @@ A family module: `HANDLERS` maps each ioctl to a function of the model and the c
 from __future__ import annotations
 
 import errno
+import functools
+import operator
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -75,7 +77,10 @@ def get_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
     model.zero_words(name, model.facts.structs["kvm_dirty_log"], v, fd)
     found = logging_slot(model, name, fd, vm, slot)
     npages = found.size // PAGE_SIZE
-    bitmap = found.dirty.to_bytes((npages + 63) // 64 * 8, "little")
+    bits = found.dirty
+    if model.dev.skips(f"{name}.per-slot", fd):  # a mutant: every slot's bits (all slots share the number of pages)
+        bits = functools.reduce(operator.or_, (s.dirty for s in vm.slots.values()), 0)
+    bitmap = bits.to_bytes((npages + 63) // 64 * 8, "little")
     manual = vm.manual_protect & model.facts.constants["KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE"]
     keeps = (manual and not model.dev.skips(f"{name}.manual", fd)) or model.dev.skips(f"{name}.reset", fd)
     if not keeps:
@@ -102,8 +107,8 @@ def clear_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
     assert data is not None
     # exactly the bits asked, within [first, first + count) (kvm_main.c:2411-2421)
     mask = ((1 << count) - 1 if model.dev.skips(f"{name}.mask", fd) else int.from_bytes(data, "little")) & ((1 << count) - 1)
-    found = vm.slots[slot]
-    found.dirty &= ~(mask << first)
+    for found in vm.slots.values() if model.dev.skips(f"{name}.per-slot", fd) else (vm.slots[slot],):  # a mutant: every slot
+        found.dirty &= ~(mask << first)
     return 0
 
 

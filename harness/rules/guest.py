@@ -320,6 +320,32 @@ def dirty_log(ops: Sequence[str], written: Sequence[int], npages: int, manual: b
     return ExpectLog(tuple(bitmaps), "guest_dirty_log", clause)
 
 
+def slot_ops(ops: Sequence[str], slot: int) -> tuple[str, ...]:
+    """The steps of a sequence over several slots ("get <slot>", "clear <slot> <mask>",
+    "run") that concern `slot`, as `dirty_log` takes them."""
+    out: list[str] = []
+    for op in ops:
+        word, *rest = op.split()
+        if word == "run":
+            out.append(op)
+        elif int(rest[0]) == slot:
+            out.append(" ".join((word, *rest[1:])))
+    return tuple(out)
+
+
+def dirty_logs(ops: Sequence[str], written: Mapping[int, Sequence[int]], npages: int, manual: bool) -> ExpectLog:
+    """The bitmaps of several logging slots through `ops`, in the order of their GETs: each
+    slot's bitmap is its own, so a write marks only its slot, GET returns (and without
+    manual protection resets) only the slot asked and CLEAR clears only that slot's bits
+    (kvm_get_dirty_log_protect() and kvm_clear_dirty_log_protect() take
+    id_to_memslot(slots, id)->dirty_bitmap, kvm_main.c:2277-2281, 2392-2396)."""
+    per_slot = {slot: iter(dirty_log(slot_ops(ops, slot), pages, npages, manual, False).bitmaps)
+                for slot, pages in written.items()}
+    bitmaps = tuple(next(per_slot[int(op.split()[1])]) for op in ops if op.startswith("get"))
+    clause = "each slot's bitmap is its own: a write marks its slot, GET and CLEAR of one slot leave the others"
+    return ExpectLog(bitmaps, "guest_dirty_log", clause)
+
+
 def dirty_ring(written: Sequence[int], slot: int, dirty_flag: int) -> tuple[tuple[int, int, int], ...]:
     """The entries (flags, slot, offset) a run leaves in the vCPU's dirty ring, in order:
     one per page the guest wrote, flagged KVM_DIRTY_GFN_F_DIRTY, naming the slot as
