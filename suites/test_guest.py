@@ -14,6 +14,7 @@ import pytest
 from harness.abi.exits import Exit
 from harness.abi.fdkind import FdKind
 from harness.abi.guest_programs import (
+    FILL_GPA,
     HOST_PATTERN,
     LOG_GPA,
     LOG_SLOT,
@@ -33,6 +34,9 @@ from harness.rules.guest import (
     dirty_log,
     dirty_logs,
     dirty_ring,
+    dirty_ring_fill,
+    dirty_ring_min_bytes,
+    dirty_ring_soft_limit,
     guest_run,
     mismatch,
     run_without_memslots,
@@ -48,6 +52,7 @@ from harness.surfaces.guest import (
     DIRTY_LOGS,
     DIRTY_RING,
     LOAD_LOOP_REGS,
+    RING_FILL_MORE,
     TWO_SLOT_LOGS,
     TWO_SLOT_REGS,
     loop_count,
@@ -135,6 +140,9 @@ def test_guest_dirty_log(target: Target, case: Case) -> None:
     program, mode = PROGRAM_NAMED[str(case.knob("program"))], str(case.knob("dirty"))
     if mode in TWO_SLOT_LOGS:
         two_slot_dirty_log(target, case, program, mode)
+        return
+    if mode == "ring-full":
+        ring_full(target, case, program)
         return
     protect, ops = DIRTY_LOGS.get(mode, ((), ("run",)))
     bits = sum(facts.const(c) for c in protect)
@@ -234,6 +242,54 @@ def two_slot_dirty_log(target: Target, case: Case, program: Program, mode: str) 
         want_shown = ", ".join(f"{b:#06b}" for b in expected.bitmaps)
         pytest.fail(f"KVM_GET_DIRTY_LOG on {vm.label} through {' / '.join(ops)} after {what} returned {shown}, "
                     f"not {want_shown}\n  rule:   {expected.rule}: {expected.clause}", pytrace=False)
+
+
+def ring_full(target: Target, case: Case, program: Program) -> None:
+    """A loop storing page after page of a logging slot past the dirty ring's soft limit:
+    KVM_RUN exits KVM_EXIT_DIRTY_RING_FULL with the ring holding the rule's entries,
+    KVM_RESET_DIRTY_RINGS after the VMM harvested them returns their number, and the vCPU
+    then runs on to hlt, pushing the rest after them."""
+    vt, facts, page = case.vm_type, target.facts, target.page
+    target.require_cap("KVM_CAP_DIRTY_LOG_RING", vt)
+    gfn, pml = facts.structs["kvm_dirty_gfn"].size, target.plan.host.cpu_dirty_log_size
+    ring_bytes = dirty_ring_min_bytes(gfn, pml, page)
+    soft_limit = dirty_ring_soft_limit(ring_bytes, gfn, pml)
+    npages = soft_limit + RING_FILL_MORE
+    gprs = {"rcx": npages, "rdi": FILL_GPA, "rsi": page}
+    steps = program_steps(program, gprs)
+    expected = dirty_ring_fill(written_pages(steps, FILL_GPA, npages, page), LOG_SLOT, facts.const("KVM_DIRTY_GFN_F_DIRTY"),
+                               soft_limit)
+    what = (f"program {program.name} ({program.asm}) over {npages} pages of logging slot {LOG_SLOT}, a dirty ring of "
+            f"{ring_bytes} bytes (soft limit {soft_limit}: cpu_dirty_log_size {pml})")
+    rule = f"guest_dirty_log: {expected.clause}"
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(vt))
+        guest.enable_cap(vm, "KVM_CAP_DIRTY_LOG_RING", ring_bytes)
+        guest.set_slot(vm, LOG_SLOT, FILL_GPA, npages * page, guest.guest_memory(stack, vm, npages * page),
+                       facts.const("KVM_MEM_LOG_DIRTY_PAGES"))
+        vcpu = guest.boot(stack, target.kvm, vm, program, gprs)
+        ring = guest.map_dirty_ring(stack, vcpu, ring_bytes)
+        seen = guest.run(vcpu)
+        full = guest.dirty_ring_entries(vcpu, ring, ring_bytes)
+        problem = None
+        if [e.reason for e in seen] != ["KVM_EXIT_DIRTY_RING_FULL"] or seen[0].result != 0:
+            problem = (f"KVM_RUN gave {'; '.join(map(str, seen))} with {len(full)} entries in the ring, not 0 with "
+                       f"KVM_EXIT_DIRTY_RING_FULL")
+        elif full != list(expected.full):
+            problem = f"the ring at KVM_EXIT_DIRTY_RING_FULL holds {len(full)} entries {full[:2]}...{full[-2:]}, not {len(expected.full)}"
+        else:
+            guest.harvest_dirty_ring(vcpu, ring, len(full))
+            reset = guest.reset_dirty_rings(vm)
+            seen = guest.run(vcpu)
+            rest = guest.dirty_ring_entries(vcpu, ring, ring_bytes, len(full))
+            if reset != expected.reset:
+                problem = f"KVM_RESET_DIRTY_RINGS after harvesting {len(full)} entries returned {reset}, not {expected.reset}"
+            elif [e.reason for e in seen] != ["KVM_EXIT_HLT"]:
+                problem = f"KVM_RUN after the reset gave {'; '.join(map(str, seen))}, not KVM_EXIT_HLT"
+            elif tuple(rest) not in expected.rests:
+                problem = f"after the reset the run pushed {rest}, not {' or '.join(map(str, map(list, expected.rests)))}"
+    if problem:
+        pytest.fail(f"{what} on {vcpu.label}: {problem}\n  rule:   {rule}", pytrace=False)
 
 
 @pytest.mark.cases("guest_coalesced")

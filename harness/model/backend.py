@@ -518,6 +518,7 @@ class ModelBackend:
                 handle.vcpu.run_addr = addr  # where KVM_RUN reports its exits
             if addr >= 0 and in_ring:
                 handle.vcpu.dirty_ring_addr = addr  # where a guest write pushes its entries
+                self.vm_of(handle).ring_vcpus.append(handle.vcpu)
             return addr
         gmem = self.gmem(fd)
         if gmem is None:

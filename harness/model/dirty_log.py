@@ -19,6 +19,7 @@ from harness.abi.linux import PAGE_SIZE
 from harness.model.state import Handle, Slot, VcpuState, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
 from harness.rules import USER_MEM_SLOTS
+from harness.rules.enable_cap import DIRTY_RING_RSVD_ENTRIES
 
 if TYPE_CHECKING:
     from harness.model.backend import ModelBackend
@@ -64,6 +65,22 @@ def mark_page_dirty(model: ModelBackend, vm: VmState, cpu: VcpuState, slot: Slot
         entry = {"flags": model.facts.constants["KVM_DIRTY_GFN_F_DIRTY"], "slot": slot.slot, "offset": offset}
         copy_to_user(at, gfn_struct.pack(entry))
     cpu.dirty_index += 1
+
+
+def ring_soft_full(model: ModelBackend, vm: VmState, cpu: VcpuState) -> bool:
+    """kvm_dirty_ring_soft_full(): the vCPU's used entries reach the ring's entries less the
+    reserved ones (dirty_ring.c:19-21, 43-46, 83); KVM_RUN then exits KVM_EXIT_DIRTY_RING_FULL
+    before the guest goes on (dirty_ring.c:253-258)."""
+    if not vm.dirty_ring or model.dev.skips("KVM_RUN.ring-soft-full", "vcpu"):  # a mutant: the ring never fills
+        return False
+    entries = vm.dirty_ring // model.facts.structs["kvm_dirty_gfn"].size
+    reserved = 0 if model.dev.skips("KVM_RUN.ring-reserved", "vcpu") else dirty_ring_rsvd(model)  # a mutant: none reserved
+    return cpu.dirty_index - cpu.reset_index >= entries - reserved
+
+
+def dirty_ring_rsvd(model: ModelBackend) -> int:
+    """kvm_dirty_ring_get_rsvd_entries(): KVM_DIRTY_RING_RSVD_ENTRIES and the CPU's own log."""
+    return DIRTY_RING_RSVD_ENTRIES + model.limits().cpu_dirty_log_size
 
 
 def get_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
@@ -113,12 +130,26 @@ def clear_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
 
 
 def reset_dirty_rings(model: ModelBackend, handle: Handle, arg: int) -> int:
-    """EINVAL without a ring; it takes no argument; no guest ran, so no entry is reset."""
+    """EINVAL without a ring; it takes no argument; each vCPU's entries from its reset index
+    on that the VMM marked KVM_DIRTY_GFN_F_RESET are made invalid (flags 0), and their number
+    is returned (dirty_ring.c:138-150, kvm_main.c:5049-5059)."""
     name, fd = "KVM_RESET_DIRTY_RINGS", handle.kind
     vm = model.vm_of(handle)
     model.check(f"{name}.ring", vm.dirty_ring == 0, fd)
     model.check(f"{name}.arg", arg != 0, fd)
-    return 0
+    gfn = model.facts.structs["kvm_dirty_gfn"]
+    harvested, entries, cleared = model.facts.constants["KVM_DIRTY_GFN_F_RESET"], vm.dirty_ring // gfn.size, 0
+    for cpu in vm.ring_vcpus:
+        while cpu.reset_index < cpu.dirty_index:
+            at = cpu.dirty_ring_addr + cpu.reset_index % entries * gfn.size
+            data = copy_from_user(at, gfn.size)
+            e = gfn.unpack(data) if data is not None else {"flags": 0}
+            if not e["flags"] & harvested:
+                break
+            copy_to_user(at, gfn.pack({**e, "flags": 0}))
+            cpu.reset_index += 1
+            cleared += 1
+    return 0 if model.dev.skips(f"{name}.count", fd) else cleared  # a mutant: the count is lost
 
 
 HANDLERS: Mapping[str, Callable[[ModelBackend, Handle, int], int]] = {

@@ -89,15 +89,21 @@ TWO_SLOT_LOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+RING_FILL_MORE = 8  # pages ring-full's loop writes past the soft limit: they go in after the reset
+
+
 def guest_dirty_logs(t: Plan) -> list[Case]:
     """Each storing program under each way of collecting the dirty log, a store into a
-    read-only logging slot, and a loop storing into two logging slots, per VM type."""
+    read-only logging slot, a loop storing into two logging slots, and one filling the dirty
+    ring past its soft limit, per VM type."""
     return [*(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("dirty", mode)))
               for vt in t.vm_types for p in DIRTY_PROGRAMS for mode in (*DIRTY_LOGS, DIRTY_RING)),
             *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "store-test"), ("dirty", "get"), ("memory", "readonly")))
               for vt in t.vm_types),  # KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES: the store exits, nothing is marked
             *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "store-loop"), ("dirty", mode)))
-              for vt in t.vm_types for mode in TWO_SLOT_LOGS)]
+              for vt in t.vm_types for mode in TWO_SLOT_LOGS),
+            *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "store-loop"), ("dirty", "ring-full")))
+              for vt in t.vm_types)]
 
 
 def zone(name: str, page: int) -> Zone:
