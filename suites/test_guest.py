@@ -14,7 +14,10 @@ import pytest
 from harness.abi.exits import Exit
 from harness.abi.fdkind import FdKind
 from harness.abi.guest_programs import (
+    FILL_GPA,
     HOST_PATTERN,
+    LOG_GPA,
+    LOG_SLOT,
     MMIO_REPLY,
     PROGRAM_NAMED,
     TEST_GPA,
@@ -25,11 +28,15 @@ from harness.abi.guest_programs import (
 )
 from harness.host import guest
 from harness.host.fds import Vcpu
+from harness.rules.enable_cap import dirty_ring_min_bytes
 from harness.rules.guest import (
     ExpectRun,
     coalesced_max,
     dirty_log,
+    dirty_logs,
     dirty_ring,
+    dirty_ring_fill,
+    dirty_ring_soft_limit,
     guest_run,
     mismatch,
     run_without_memslots,
@@ -45,6 +52,9 @@ from harness.surfaces.guest import (
     DIRTY_LOGS,
     DIRTY_RING,
     LOAD_LOOP_REGS,
+    RING_FILL_MORE,
+    TWO_SLOT_LOGS,
+    TWO_SLOT_REGS,
     loop_count,
     pre_fault_range,
     ring_index,
@@ -128,6 +138,12 @@ def test_guest_dirty_log(target: Target, case: Case) -> None:
     vt, facts = case.vm_type, target.facts
     target.require_vm(vt)
     program, mode = PROGRAM_NAMED[str(case.knob("program"))], str(case.knob("dirty"))
+    if mode in TWO_SLOT_LOGS:
+        two_slot_dirty_log(target, case, program, mode)
+        return
+    if mode == "ring-full":
+        ring_full(target, case, program)
+        return
     protect, ops = DIRTY_LOGS.get(mode, ((), ("run",)))
     bits = sum(facts.const(c) for c in protect)
     if mode == DIRTY_RING:
@@ -178,6 +194,102 @@ def test_guest_dirty_log(target: Target, case: Case) -> None:
         want_shown = ", ".join(f"{b:#06b}" for b in expected.bitmaps)
         pytest.fail(f"KVM_GET_DIRTY_LOG of slot {TEST_SLOT} on {vm.label} through {' / '.join(ops)} after {what} "
                     f"returned {shown}, not {want_shown}\n  rule:   {expected.rule}: {expected.clause}", pytrace=False)
+
+
+def two_slot_dirty_log(target: Target, case: Case, program: Program, mode: str) -> None:
+    """A loop storing into two logging slots: each KVM_GET_DIRTY_LOG of one slot returns
+    that slot's bits only, through GETs and CLEARs of the other."""
+    vt, facts, page = case.vm_type, target.facts, target.page
+    target.require_ioctl("KVM_GET_DIRTY_LOG", FdKind.VM, vt)
+    target.require_ioctl("KVM_CLEAR_DIRTY_LOG", FdKind.VM, vt)
+    protect, ops = TWO_SLOT_LOGS[mode]
+    bits = sum(facts.const(c) for c in protect)
+    if bits:
+        target.require_cap("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", vt, bits=bits)
+    steps = program_steps(program, TWO_SLOT_REGS)
+    pages = {**slot_pages("shared", HOST_PATTERN, TEST_GPA, TEST_PAGES, page), **slot_pages("shared", 0, LOG_GPA, TEST_PAGES, page)}
+    expected_run = replace(guest_run(steps, pages, page, facts.const("KVM_MEMORY_EXIT_FLAG_PRIVATE"), MMIO_REPLY, (),
+                                     coalesced_room(target)), rule="guest_dirty_log")
+    written = {s: written_pages(steps, gpa, TEST_PAGES, page) for s, gpa in ((TEST_SLOT, TEST_GPA), (LOG_SLOT, LOG_GPA))}
+    expected = dirty_logs(ops, written, TEST_PAGES, bool(bits))
+    what = f"program {program.name} ({program.asm}, {TWO_SLOT_REGS}) over logging slots {TEST_SLOT} and {LOG_SLOT} ({mode})"
+    log = facts.const("KVM_MEM_LOG_DIRTY_PAGES")
+    got: list[int] = []
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(vt))
+        if bits:
+            guest.enable_cap(vm, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", bits)
+        guest.set_test_slot(stack, vm, "shared", HOST_PATTERN, log)
+        guest.set_slot(vm, LOG_SLOT, LOG_GPA, TEST_PAGES * page, guest.guest_memory(stack, vm, TEST_PAGES * page), log)
+        vcpu = guest.boot(stack, target.kvm, vm, program, TWO_SLOT_REGS)
+        ran = False
+        for op in ops:
+            word, *rest = op.split()
+            if word == "run":
+                if ran:
+                    guest.rerun(vcpu, TWO_SLOT_REGS)
+                seen = guest.run(vcpu)
+                ran = True
+                problem = mismatch(expected_run, seen)
+                if problem:
+                    fail(vcpu, what, problem, expected_run, seen)
+            elif word == "get":
+                got.append(guest.get_dirty_log(vm, int(rest[0]), TEST_PAGES))
+            else:
+                guest.clear_dirty_log(vm, int(rest[0]), TEST_PAGES, int(rest[1], 0))
+    if got != list(expected.bitmaps):
+        shown = ", ".join(f"{b:#06b}" for b in got)
+        want_shown = ", ".join(f"{b:#06b}" for b in expected.bitmaps)
+        pytest.fail(f"KVM_GET_DIRTY_LOG on {vm.label} through {' / '.join(ops)} after {what} returned {shown}, "
+                    f"not {want_shown}\n  rule:   {expected.rule}: {expected.clause}", pytrace=False)
+
+
+def ring_full(target: Target, case: Case, program: Program) -> None:
+    """A loop storing page after page of a logging slot past the dirty ring's soft limit:
+    KVM_RUN exits KVM_EXIT_DIRTY_RING_FULL with the ring holding the rule's entries,
+    KVM_RESET_DIRTY_RINGS after the VMM harvested them returns their number, and the vCPU
+    then runs on to hlt, pushing the rest after them."""
+    vt, facts, page = case.vm_type, target.facts, target.page
+    target.require_cap("KVM_CAP_DIRTY_LOG_RING", vt)
+    gfn, pml = facts.structs["kvm_dirty_gfn"].size, target.plan.host.cpu_dirty_log_size
+    ring_bytes = dirty_ring_min_bytes(gfn, pml, page)
+    soft_limit = dirty_ring_soft_limit(ring_bytes, gfn, pml)
+    npages = soft_limit + RING_FILL_MORE
+    gprs = {"rcx": npages, "rdi": FILL_GPA, "rsi": page}
+    steps = program_steps(program, gprs)
+    expected = dirty_ring_fill(written_pages(steps, FILL_GPA, npages, page), LOG_SLOT, facts.const("KVM_DIRTY_GFN_F_DIRTY"),
+                               soft_limit)
+    what = (f"program {program.name} ({program.asm}) over {npages} pages of logging slot {LOG_SLOT}, a dirty ring of "
+            f"{ring_bytes} bytes (soft limit {soft_limit}: cpu_dirty_log_size {pml})")
+    rule = f"guest_dirty_log: {expected.clause}"
+    with ExitStack() as stack:
+        vm = stack.enter_context(target.vm(vt))
+        guest.enable_cap(vm, "KVM_CAP_DIRTY_LOG_RING", ring_bytes)
+        guest.set_slot(vm, LOG_SLOT, FILL_GPA, npages * page, guest.guest_memory(stack, vm, npages * page),
+                       facts.const("KVM_MEM_LOG_DIRTY_PAGES"))
+        vcpu = guest.boot(stack, target.kvm, vm, program, gprs)
+        ring = guest.map_dirty_ring(stack, vcpu, ring_bytes)
+        seen = guest.run(vcpu)
+        full = guest.dirty_ring_entries(vcpu, ring, ring_bytes)
+        problem = None
+        if [e.reason for e in seen] != ["KVM_EXIT_DIRTY_RING_FULL"] or seen[0].result != 0:
+            problem = (f"KVM_RUN gave {'; '.join(map(str, seen))} with {len(full)} entries in the ring, not 0 with "
+                       f"KVM_EXIT_DIRTY_RING_FULL")
+        elif full != list(expected.full):
+            problem = f"the ring at KVM_EXIT_DIRTY_RING_FULL holds {len(full)} entries {full[:2]}...{full[-2:]}, not {len(expected.full)}"
+        else:
+            guest.harvest_dirty_ring(vcpu, ring, len(full))
+            reset = guest.reset_dirty_rings(vm)
+            seen = guest.run(vcpu)
+            rest = guest.dirty_ring_entries(vcpu, ring, ring_bytes, len(full))
+            if reset != expected.reset:
+                problem = f"KVM_RESET_DIRTY_RINGS after harvesting {len(full)} entries returned {reset}, not {expected.reset}"
+            elif [e.reason for e in seen] != ["KVM_EXIT_HLT"]:
+                problem = f"KVM_RUN after the reset gave {'; '.join(map(str, seen))}, not KVM_EXIT_HLT"
+            elif tuple(rest) not in expected.rests:
+                problem = f"after the reset the run pushed {rest}, not {' or '.join(map(str, map(list, expected.rests)))}"
+    if problem:
+        pytest.fail(f"{what} on {vcpu.label}: {problem}\n  rule:   {rule}", pytrace=False)
 
 
 @pytest.mark.cases("guest_coalesced")

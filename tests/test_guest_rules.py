@@ -25,7 +25,21 @@ from harness.abi.guest_programs import (
 )
 from harness.abi.linux import PAGE_SIZE
 from harness.abi.profile import load_profile
-from harness.rules.guest import Coalesced, Page, coalesced_max, dirty_log, dirty_ring, guest_run, mismatch, slot_page, written_pages
+from harness.rules.enable_cap import dirty_ring_min_bytes
+from harness.rules.guest import (
+    Coalesced,
+    Page,
+    coalesced_max,
+    dirty_log,
+    dirty_logs,
+    dirty_ring,
+    dirty_ring_fill,
+    dirty_ring_soft_limit,
+    guest_run,
+    mismatch,
+    slot_page,
+    written_pages,
+)
 
 FACTS = load_profile("released")
 ROOM = coalesced_max(PAGE_SIZE, FACTS.structs["kvm_coalesced_mmio_ring"].size, FACTS.structs["kvm_coalesced_mmio"].size)
@@ -98,6 +112,25 @@ def test_dirty_log_marks_exactly_the_pages_written() -> None:
     assert manual.bitmaps == (0b1010, 0b1010, 0b1000)
     assert dirty_log(("get", "clear 0xf", "get", "run", "get"), written, 4, True, True).bitmaps == (0b1111, 0, 0b1010)
     assert dirty_ring(written, 1, 1) == ((1, 1, 1), (1, 1, 3))
+
+
+def test_dirty_logs_keep_each_slot_apart() -> None:
+    """GET and CLEAR of one logging slot leave the other's bits."""
+    written = {1: (2,), 2: (1,)}
+    assert dirty_logs(("run", "get 1", "get 2", "get 2"), written, 4, False).bitmaps == (0b100, 0b10, 0)
+    assert dirty_logs(("run", "clear 1 0xf", "get 1", "get 2"), written, 4, True).bitmaps == (0, 0b10)
+
+
+def test_dirty_ring_fills_at_its_soft_limit() -> None:
+    """The smallest ring is a page (256 entries) without PML, 16 KiB with its 512; the soft
+    limit keeps 64 entries (and PML's) back; the rest may start again from the last page."""
+    assert dirty_ring_min_bytes(16, 0, PAGE_SIZE) == PAGE_SIZE
+    assert dirty_ring_min_bytes(16, 512, PAGE_SIZE) == 16384
+    assert dirty_ring_soft_limit(PAGE_SIZE, 16, 0) == 192
+    assert dirty_ring_soft_limit(16384, 16, 512) == 448
+    fill = dirty_ring_fill(range(5), 2, 1, 3)
+    assert (fill.full, fill.reset) == (((1, 2, 0), (1, 2, 1), (1, 2, 2)), 3)
+    assert fill.rests == (((1, 2, 3), (1, 2, 4)), ((1, 2, 2), (1, 2, 3), (1, 2, 4)))
 
 
 def test_coalesced_writes_give_no_exit() -> None:

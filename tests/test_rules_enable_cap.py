@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Mapping
+from dataclasses import replace
 
 import pytest
 
@@ -58,3 +59,13 @@ ROWS = [
 def test_enable_cap(name: str, given: EnableCapInput, want: int) -> None:
     got = enable_cap(given)
     assert got.errno == want, f"{name}: rule gives {got} ({got.clause})"
+
+
+def test_ring_minimum_counts_pml_entries() -> None:
+    """On an Intel host with PML, kvm_dirty_ring_get_rsvd_entries() adds its 512 entries
+    (dirty_ring.c:19-21): a 4 KiB ring is too small there, 16 KiB is the least."""
+    pml = 512
+    for size, want in ((PAGE_SIZE, errno.EINVAL), (2 * PAGE_SIZE, errno.EINVAL), (4 * PAGE_SIZE, 0)):
+        e = replace(sent(RING, {"args[0]": size}), cpu_dirty_log_size=pml)
+        assert enable_cap(e).errno == want, size
+    assert enable_cap(sent(RING, {"args[0]": PAGE_SIZE})).errno == 0

@@ -7,6 +7,8 @@ the selftests' `vcpu_init_sregs()` (lib/x86/processor.c): CPL0 long mode with 2 
 identity pages over the first GiB. Guest-physical layout:
 
     TEST_GPA  0x0        the case's test slot (slot 1, TEST_PAGES pages): what a program reads or writes
+    LOG_GPA   0x4000     a second logging slot beside it (slot 2, TEST_PAGES pages), when a case asks
+    FILL_GPA  0x400000   a logging slot (slot 2) a loop writes page after page of, to fill a dirty ring
     BASE_GPA  0x100000   slot 0, 1 MiB: page tables, GDT, TSS, IDT, code, stack
     MMIO_GPA  0x10000000 in no memslot, mapped by the guest's page tables
 """
@@ -20,6 +22,8 @@ from harness.abi.linux import PAGE_SIZE
 
 TEST_SLOT, BASE_SLOT = 1, 0
 TEST_GPA, TEST_PAGES = 0x0, 4
+LOG_SLOT, LOG_GPA = 2, TEST_GPA + TEST_PAGES * PAGE_SIZE
+FILL_GPA = 0x400000
 BASE_GPA, BASE_SIZE = 0x100000, 0x100000
 PML4_GPA, PDPT_GPA, PD_GPA = (BASE_GPA + n * PAGE_SIZE for n in (1, 2, 3))  # one page each
 GDT_GPA, TSS_GPA, IDT_GPA = (BASE_GPA + n * PAGE_SIZE for n in (4, 5, 6))

@@ -201,9 +201,9 @@ def run(vcpu: Vcpu, limit: int = 8, mmio_reply: int = MMIO_REPLY) -> list[Exit]:
     return exits
 
 
-def rerun(vcpu: Vcpu) -> None:
-    """The vCPU back at the program's entry (KVM_SET_REGS), to run it again after its hlt."""
-    _checked_struct(vcpu, "KVM_SET_REGS", regs())
+def rerun(vcpu: Vcpu, gprs: Mapping[str, int] | None = None) -> None:
+    """The vCPU back at the program's entry (KVM_SET_REGS) with `gprs`, to run it again after its hlt."""
+    _checked_struct(vcpu, "KVM_SET_REGS", regs(gprs))
 
 
 def enable_cap(vm: Vm, cap: str, arg0: int) -> None:
@@ -238,18 +238,33 @@ def map_dirty_ring(stack: ExitStack, vcpu: Vcpu, ring_bytes: int) -> int:
     return addr
 
 
-def dirty_ring_entries(vcpu: Vcpu, ring: int, ring_bytes: int) -> list[tuple[int, int, int]]:
-    """The ring's entries (flags, slot, offset) from the first, up to the first whose flags
-    are 0 (never pushed)."""
+def dirty_ring_entries(vcpu: Vcpu, ring: int, ring_bytes: int, first: int = 0) -> list[tuple[int, int, int]]:
+    """The ring's entries (flags, slot, offset) from index `first`, up to the first whose
+    flags are 0 (never pushed, or reset) or the ring's end."""
     gfn = vcpu.facts.structs["kvm_dirty_gfn"]
     data = vcpu.backend.memory.read(ring, ring_bytes)
     out = []
-    for at in range(0, ring_bytes, gfn.size):
+    for at in range(first * gfn.size, ring_bytes, gfn.size):
         e = gfn.unpack(data[at : at + gfn.size])
         if not e["flags"]:
             break
         out.append((e["flags"], e["slot"], e["offset"]))
     return out
+
+
+def harvest_dirty_ring(vcpu: Vcpu, ring: int, count: int) -> None:
+    """The first `count` entries of the ring marked KVM_DIRTY_GFN_F_RESET, as a VMM does
+    once it has read them (their slot and offset kept)."""
+    gfn, memory = vcpu.facts.structs["kvm_dirty_gfn"], vcpu.backend.memory
+    reset = vcpu.facts.constants["KVM_DIRTY_GFN_F_RESET"]
+    for at in range(ring, ring + count * gfn.size, gfn.size):
+        e = gfn.unpack(memory.read(at, gfn.size))
+        memory.write(at, gfn.pack({**e, "flags": reset}))
+
+
+def reset_dirty_rings(vm: Vm) -> int:
+    """KVM_RESET_DIRTY_RINGS: the number of entries it reset, checked."""
+    return vm.checked("KVM_RESET_DIRTY_RINGS")
 
 
 def set_coalesced_ring(vcpu: Vcpu, index: int) -> None:

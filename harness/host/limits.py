@@ -17,6 +17,8 @@ MAP_FIXED_NOREPLACE = 0x100000
 LA57_PROBE = 1 << 48
 LA57_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
 TDP_PARAMS = ("/sys/module/kvm_intel/parameters/ept", "/sys/module/kvm_amd/parameters/npt")
+PML_PARAM = "/sys/module/kvm_intel/parameters/pml"
+PML_LOG_NR_ENTRIES = 512  # arch/x86/kvm/vmx/vmx.h:269; vmx_vm_init() sets cpu_dirty_log_size to it with PML (vmx.c:7776)
 PHYS_BITS = re.compile(r"address sizes\s*:\s*(\d+) bits physical")
 # present only with CONFIG_TRANSPARENT_HUGEPAGE (mm/huge_memory.c) and CONFIG_NUMA (drivers/base/node.c)
 PMD_SIZE = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
@@ -28,12 +30,17 @@ Reader = Callable[[str], str | None]  # a file's text, or None when it cannot be
 def limits(read: Reader, maps_above_47_bits: bool) -> HostLimits:
     """kvm_mmu_max_gfn(): MAXPHYADDR ("address sizes : 46 bits physical") with TDP (EPT or
     NPT) on, 52 bits otherwise; TASK_SIZE_MAX: 2^56 - page when a mapping above 2^47 can
-    be made, else 2^47 - page."""
-    tdp = any((read(p) or "").strip() in ("Y", "1") for p in TDP_PARAMS)
+    be made, else 2^47 - page; kvm_cpu_dirty_log_size(): PML's entries when kvm_intel has
+    PML on (vmx.c turns it off without EPT), else 0 (SVM and shadow paging log no dirty pages of their own)."""
+    def on(path: str) -> bool:
+        return (read(path) or "").strip() in ("Y", "1")
+
+    tdp = any(on(p) for p in TDP_PARAMS)
     m = PHYS_BITS.search(read("/proc/cpuinfo") or "") if tdp else None
     return HostLimits(user_limit=(1 << (56 if maps_above_47_bits else 47)) - PAGE_SIZE,
                       gpa_bits=int(m.group(1)) if m else MAX_GPA_BITS,
-                      pmd_size=int((read(PMD_SIZE) or "0").strip() or 0), memory_nodes=node_mask(read(HAS_MEMORY) or ""))
+                      pmd_size=int((read(PMD_SIZE) or "0").strip() or 0), memory_nodes=node_mask(read(HAS_MEMORY) or ""),
+                      cpu_dirty_log_size=PML_LOG_NR_ENTRIES if on(PML_PARAM) else 0)
 
 
 def node_mask(text: str) -> int:

@@ -558,6 +558,7 @@ class ModelBackend:
             cpu.run_addr = addr  # where KVM_RUN reports its exits
         if addr >= 0 and offset == first * PAGE_SIZE and pages:
             cpu.dirty_ring_addr = addr  # where a guest write pushes its entries
+            self.vm_of(handle).ring_vcpus.append(cpu)
         return addr
 
     def munmap(self, addr: int, length: int) -> int:

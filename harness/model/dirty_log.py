@@ -10,6 +10,8 @@ A family module: `HANDLERS` maps each ioctl to a function of the model and the c
 from __future__ import annotations
 
 import errno
+import functools
+import operator
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,7 @@ from harness.abi.linux import PAGE_SIZE
 from harness.model.state import Handle, Slot, VcpuState, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
 from harness.rules import USER_MEM_SLOTS
+from harness.rules.enable_cap import DIRTY_RING_RSVD_ENTRIES
 
 if TYPE_CHECKING:
     from harness.model.backend import ModelBackend
@@ -64,6 +67,22 @@ def mark_page_dirty(model: ModelBackend, vm: VmState, cpu: VcpuState, slot: Slot
     cpu.dirty_index += 1
 
 
+def ring_soft_full(model: ModelBackend, vm: VmState, cpu: VcpuState) -> bool:
+    """kvm_dirty_ring_soft_full(): the vCPU's used entries reach the ring's entries less the
+    reserved ones (dirty_ring.c:19-21, 43-46, 83); KVM_RUN then exits KVM_EXIT_DIRTY_RING_FULL
+    before the guest goes on (dirty_ring.c:253-258)."""
+    if not vm.dirty_ring or model.dev.skips("KVM_RUN.ring-soft-full", "vcpu"):  # a mutant: the ring never fills
+        return False
+    entries = vm.dirty_ring // model.facts.structs["kvm_dirty_gfn"].size
+    reserved = 0 if model.dev.skips("KVM_RUN.ring-reserved", "vcpu") else dirty_ring_rsvd(model)  # a mutant: none reserved
+    return cpu.dirty_index - cpu.reset_index >= entries - reserved
+
+
+def dirty_ring_rsvd(model: ModelBackend) -> int:
+    """kvm_dirty_ring_get_rsvd_entries(): KVM_DIRTY_RING_RSVD_ENTRIES and the CPU's own log."""
+    return DIRTY_RING_RSVD_ENTRIES + model.limits().cpu_dirty_log_size
+
+
 def get_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
     """The slot's bitmap, ALIGN(npages, 64) / 8 bytes, written to dirty_bitmap; cleared
     unless manual protection is enabled (kvm_main.c:2287-2318)."""
@@ -75,7 +94,10 @@ def get_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
     model.zero_words(name, model.facts.structs["kvm_dirty_log"], v, fd)
     found = logging_slot(model, name, fd, vm, slot)
     npages = found.size // PAGE_SIZE
-    bitmap = found.dirty.to_bytes((npages + 63) // 64 * 8, "little")
+    bits = found.dirty
+    if model.dev.skips(f"{name}.per-slot", fd):  # a mutant: every slot's bits (all slots share the number of pages)
+        bits = functools.reduce(operator.or_, (s.dirty for s in vm.slots.values()), 0)
+    bitmap = bits.to_bytes((npages + 63) // 64 * 8, "little")
     manual = vm.manual_protect & model.facts.constants["KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE"]
     keeps = (manual and not model.dev.skips(f"{name}.manual", fd)) or model.dev.skips(f"{name}.reset", fd)
     if not keeps:
@@ -102,18 +124,32 @@ def clear_dirty_log(model: ModelBackend, handle: Handle, arg: int) -> int:
     assert data is not None
     # exactly the bits asked, within [first, first + count) (kvm_main.c:2411-2421)
     mask = ((1 << count) - 1 if model.dev.skips(f"{name}.mask", fd) else int.from_bytes(data, "little")) & ((1 << count) - 1)
-    found = vm.slots[slot]
-    found.dirty &= ~(mask << first)
+    for found in vm.slots.values() if model.dev.skips(f"{name}.per-slot", fd) else (vm.slots[slot],):  # a mutant: every slot
+        found.dirty &= ~(mask << first)
     return 0
 
 
 def reset_dirty_rings(model: ModelBackend, handle: Handle, arg: int) -> int:
-    """EINVAL without a ring; it takes no argument; no guest ran, so no entry is reset."""
+    """EINVAL without a ring; it takes no argument; each vCPU's entries from its reset index
+    on that the VMM marked KVM_DIRTY_GFN_F_RESET are made invalid (flags 0), and their number
+    is returned (dirty_ring.c:138-150, kvm_main.c:5049-5059)."""
     name, fd = "KVM_RESET_DIRTY_RINGS", handle.kind
     vm = model.vm_of(handle)
     model.check(f"{name}.ring", vm.dirty_ring == 0, fd)
     model.check(f"{name}.arg", arg != 0, fd)
-    return 0
+    gfn = model.facts.structs["kvm_dirty_gfn"]
+    harvested, entries, cleared = model.facts.constants["KVM_DIRTY_GFN_F_RESET"], vm.dirty_ring // gfn.size, 0
+    for cpu in vm.ring_vcpus:
+        while cpu.reset_index < cpu.dirty_index:
+            at = cpu.dirty_ring_addr + cpu.reset_index % entries * gfn.size
+            data = copy_from_user(at, gfn.size)
+            e = gfn.unpack(data) if data is not None else {"flags": 0}
+            if not e["flags"] & harvested:
+                break
+            copy_to_user(at, gfn.pack({**e, "flags": 0}))
+            cpu.reset_index += 1
+            cleared += 1
+    return 0 if model.dev.skips(f"{name}.count", fd) else cleared  # a mutant: the count is lost
 
 
 HANDLERS: Mapping[str, Callable[[ModelBackend, Handle, int], int]] = {

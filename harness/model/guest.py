@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from harness.abi.exits import run_fields
 from harness.abi.guest_programs import Step, program_at, program_steps
 from harness.abi.linux import PAGE_SIZE
-from harness.model.dirty_log import mark_page_dirty
+from harness.model.dirty_log import mark_page_dirty, ring_soft_full
 from harness.model.state import Handle, Slot, VcpuState, VmState
 from harness.model.usercopy import copy_from_user, copy_to_user
 
@@ -132,9 +132,14 @@ def _go(model: ModelBackend, vm: VmState, cpu: VcpuState) -> None:
         cpu.loaded, cpu.mmio_load = int.from_bytes(data[:4], "little"), False
     steps = program_steps(program, cpu.regs)  # the model keeps the registers as KVM_SET_REGS left them
     while cpu.step < len(steps):
-        step = steps[cpu.step]
+        if ring_soft_full(model, vm, cpu):
+            raise _Exit("KVM_EXIT_DIRTY_RING_FULL", {})
+        step, pushed = steps[cpu.step], cpu.dirty_index
         cpu.step += 1
         _do(model, vm, cpu, step)
+        if cpu.dirty_index != pushed and ring_soft_full(model, vm, cpu):
+            cpu.step -= 1  # as x86: the store that filled the ring has not retired, it runs again after the reset
+            raise _Exit("KVM_EXIT_DIRTY_RING_FULL", {})
     raise AssertionError(f"program {program.name} ran past its last step")
 
 

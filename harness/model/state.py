@@ -51,6 +51,7 @@ class VmState:
     attributes: Ranges = field(default_factory=Ranges)
     vcpus: set[int] = field(default_factory=set)  # vCPU ids created
     dirty_ring: int = 0  # KVM_CAP_DIRTY_LOG_RING's size in bytes, once enabled
+    ring_vcpus: list[VcpuState] = field(default_factory=list)  # the vCPUs whose dirty ring the VMM mapped
     manual_protect: int = 0  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2's args[0], once enabled
     ioeventfds: list[tuple[bool, int, int, int | None, int | None]] = field(default_factory=list)  # (pio, addr, len, match, eventfd)
     irqchip: bool = False  # KVM_CREATE_IRQCHIP made one
@@ -162,6 +163,7 @@ class VcpuState:
     mmio_load: bool = False
     dirty_ring_addr: int = 0  # where the VMM mapped the vCPU's dirty ring (0: not mapped)
     dirty_index: int = 0  # the entries pushed into it
+    reset_index: int = 0  # the entries KVM_RESET_DIRTY_RINGS reset
 
 
 @dataclass(eq=False)

@@ -181,12 +181,15 @@ MEM_MAX_NR_PAGES = (1 << 31) - 1  # KVM_MEM_MAX_NR_PAGES: dirty bitmaps are inde
 class HostLimits:
     """Bounds a memslot rule takes from the host, never from a constant: TASK_SIZE_MAX
     (2^56 - page with 5-level paging, 2^47 - page without) and the guest-physical width
-    kvm_mmu_max_gfn() allows (MAXPHYADDR when TDP is on, 52 bits otherwise); and for the
-    rules of a guest_memfd mapping, the mm the kernel was built with: THP's PMD size (0
-    without CONFIG_TRANSPARENT_HUGEPAGE) and the nodes with memory (0 without CONFIG_NUMA)."""
+    kvm_mmu_max_gfn() allows (MAXPHYADDR when TDP is on, 52 bits otherwise);
+    kvm_cpu_dirty_log_size(): the dirty-ring entries a CPU's own log may still push (PML's
+    512 on an Intel host with it on, 0 otherwise); and for the rules of a guest_memfd
+    mapping, the mm the kernel was built with: THP's PMD size (0 without
+    CONFIG_TRANSPARENT_HUGEPAGE) and the nodes with memory (0 without CONFIG_NUMA)."""
 
     user_limit: int = (1 << USER_VA_BITS) - PAGE_SIZE
     gpa_bits: int = MAX_GPA_BITS
+    cpu_dirty_log_size: int = 0
     pmd_size: int = PAGE_SIZE << 9
     memory_nodes: int = 1  # node_states[N_MEMORY] as a mask: node 0 alone
 

@@ -24,6 +24,13 @@ VM_CAPS = frozenset(ARGS_USED) - {"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"}
 VCPU_CAPS = frozenset({"KVM_CAP_ENFORCE_PV_FEATURE_CPUID"})
 
 
+def dirty_ring_min_bytes(gfn_size: int, cpu_dirty_log_size: int, page_size: int) -> int:
+    """The smallest ring KVM_ENABLE_CAP(KVM_CAP_DIRTY_LOG_RING) takes: a power of two, at
+    least a page and the reserved entries (kvm_vm_ioctl_enable_dirty_log_ring())."""
+    least = max(page_size, (DIRTY_RING_RSVD_ENTRIES + cpu_dirty_log_size) * gfn_size)
+    return 1 << (least - 1).bit_length()
+
+
 @dataclass(frozen=True)
 class EnableCapInput:
     """`kvm_enable_cap` as sent, the cap's name (None: a number no cap has), KVM_CHECK_EXTENSION
@@ -40,6 +47,7 @@ class EnableCapInput:
     has_vcpu: bool = False
     lowered: int = 0
     boot: int = 0
+    cpu_dirty_log_size: int = 0  # the host's kvm_cpu_dirty_log_size(): reserved ring entries besides the 64
 
     def get(self, name: str) -> int:
         return self.values.get(name, 0) & U64
@@ -84,8 +92,8 @@ def enable_cap(e: EnableCapInput) -> Expect:
     if cap in RINGS:
         if arg0 == 0 or arg0 & (arg0 - 1):
             return Expect(errno.EINVAL, rule, "a ring size that is not a power of two → EINVAL")
-        if arg0 < max(DIRTY_RING_RSVD_ENTRIES * DIRTY_GFN_SIZE, e.page):
-            return Expect(errno.EINVAL, rule, "a ring smaller than a page or its reserved entries → EINVAL")
+        if arg0 < dirty_ring_min_bytes(DIRTY_GFN_SIZE, e.cpu_dirty_log_size, e.page):
+            return Expect(errno.EINVAL, rule, "a ring smaller than a page or its reserved entries (with PML's) → EINVAL")
         if arg0 > e.cap_value:
             return Expect(errno.E2BIG, rule, "a ring larger than KVM_CHECK_EXTENSION gives → E2BIG")
         if e.ring_set:

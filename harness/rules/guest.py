@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from harness.abi.exits import Exit, show_field
 from harness.abi.guest_programs import Step
+from harness.rules.enable_cap import DIRTY_RING_RSVD_ENTRIES
 
 IO_OUT = 1  # KVM_EXIT_IO_OUT
 
@@ -320,9 +321,73 @@ def dirty_log(ops: Sequence[str], written: Sequence[int], npages: int, manual: b
     return ExpectLog(tuple(bitmaps), "guest_dirty_log", clause)
 
 
+def slot_ops(ops: Sequence[str], slot: int) -> tuple[str, ...]:
+    """The steps of a sequence over several slots ("get <slot>", "clear <slot> <mask>",
+    "run") that concern `slot`, as `dirty_log` takes them."""
+    out: list[str] = []
+    for op in ops:
+        word, *rest = op.split()
+        if word == "run":
+            out.append(op)
+        elif int(rest[0]) == slot:
+            out.append(" ".join((word, *rest[1:])))
+    return tuple(out)
+
+
+def dirty_logs(ops: Sequence[str], written: Mapping[int, Sequence[int]], npages: int, manual: bool) -> ExpectLog:
+    """The bitmaps of several logging slots through `ops`, in the order of their GETs: each
+    slot's bitmap is its own, so a write marks only its slot, GET returns (and without
+    manual protection resets) only the slot asked and CLEAR clears only that slot's bits
+    (kvm_get_dirty_log_protect() and kvm_clear_dirty_log_protect() take
+    id_to_memslot(slots, id)->dirty_bitmap, kvm_main.c:2277-2281, 2392-2396)."""
+    per_slot = {slot: iter(dirty_log(slot_ops(ops, slot), pages, npages, manual, False).bitmaps)
+                for slot, pages in written.items()}
+    bitmaps = tuple(next(per_slot[int(op.split()[1])]) for op in ops if op.startswith("get"))
+    clause = "each slot's bitmap is its own: a write marks its slot, GET and CLEAR of one slot leave the others"
+    return ExpectLog(bitmaps, "guest_dirty_log", clause)
+
+
 def dirty_ring(written: Sequence[int], slot: int, dirty_flag: int) -> tuple[tuple[int, int, int], ...]:
     """The entries (flags, slot, offset) a run leaves in the vCPU's dirty ring, in order:
     one per page the guest wrote, flagged KVM_DIRTY_GFN_F_DIRTY, naming the slot as
     as_id << 16 | id and the page's offset in it (kvm_main.c:3590-3594,
     kvm_dirty_ring_push(), dirty_ring.c:229-236); with a ring there is no bitmap."""
     return tuple((dirty_flag, slot, p) for p in written)
+
+
+def dirty_ring_soft_limit(ring_bytes: int, gfn_size: int, cpu_dirty_log_size: int) -> int:
+    """The entries a vCPU's dirty ring takes before the vCPU exits: its entries less the
+    reserved ones, KVM_DIRTY_RING_RSVD_ENTRIES and what the CPU's own log (PML) may still
+    push (kvm_dirty_ring_alloc(), dirty_ring.c:83; kvm_dirty_ring_get_rsvd_entries(), 19-21)."""
+    return ring_bytes // gfn_size - DIRTY_RING_RSVD_ENTRIES - cpu_dirty_log_size
+
+
+@dataclass(frozen=True)
+class ExpectFill:
+    """A run that fills a vCPU's dirty ring: the entries (flags, slot, offset) it holds at
+    KVM_EXIT_DIRTY_RING_FULL, what KVM_RESET_DIRTY_RINGS returns once the VMM harvested them,
+    and the entries the rest of the run may push after it (either)."""
+
+    full: tuple[tuple[int, int, int], ...]
+    reset: int
+    rests: tuple[tuple[tuple[int, int, int], ...], ...]
+    clause: str
+
+
+def dirty_ring_fill(written: Sequence[int], slot: int, dirty_flag: int, soft_limit: int) -> ExpectFill:
+    """The push that brings the ring's used entries to its soft limit requests
+    KVM_REQ_DIRTY_RING_SOFT_FULL (dirty_ring.c:240-241); it is checked before the next
+    guest entry, so KVM_RUN returns 0 with KVM_EXIT_DIRTY_RING_FULL (dirty_ring.c:253-258,
+    x86.c:8076-8079) holding exactly soft_limit entries. KVM_RESET_DIRTY_RINGS resets the
+    harvested (KVM_DIRTY_GFN_F_RESET) entries from reset_index on and returns their number
+    (dirty_ring.c:138-150, kvm_main.c:5049-5059) and write-protects their pages again
+    (dirty_ring.c:71); the vCPU then goes on, pushing the rest. The write that filled the ring
+    may not have retired (its fault was fixed, the exit came before re-entry): it runs again
+    and, its page protected again, pushes that page once more (dirty_log_test.c:531-538
+    allows the last entry exactly this)."""
+    entries = dirty_ring(written, slot, dirty_flag)
+    clause = ("at the soft limit (entries less the reserved ones) KVM_RUN exits KVM_EXIT_DIRTY_RING_FULL; "
+              "KVM_RESET_DIRTY_RINGS returns the harvested count and the vCPU resumes, pushing the rest "
+              "(from the last harvested page, if its write had not retired)")
+    full = entries[:soft_limit]
+    return ExpectFill(full, len(full), (entries[soft_limit:], entries[len(full) - 1 :]), clause)

@@ -61,7 +61,8 @@ class EnableCap(Surface):
         return enable_cap(EnableCapInput(
             values, ctx.struct, ctx.case.fd, cap, (ctx.plan.caps.at(cap, ctx.case.vm_type) or 0) if cap else 0, ctx.plan.page,
             ring_set=ctx.case.knob("ring") is not None, has_vcpu=ctx.case.fd == FdKind.VCPU or ctx.case.knob("vcpu") is not None,
-            lowered=int(ctx.case.knob("lowered", 0) or 0), boot=int(ctx.case.knob("boot", 0) or 0)))
+            lowered=int(ctx.case.knob("lowered", 0) or 0), boot=int(ctx.case.knob("boot", 0) or 0),
+            cpu_dirty_log_size=ctx.plan.host.cpu_dirty_log_size))
 
 
 def enable_cap_args(t: Plan) -> list[Case]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from harness.abi.fdkind import FdKind
-from harness.abi.guest_programs import MMIO_GPA, OUT_PORT, PROGRAMS, TEST_GPA, TEST_PAGES, Program
+from harness.abi.guest_programs import LOG_SLOT, MMIO_GPA, OUT_PORT, PROGRAMS, TEST_GPA, TEST_PAGES, TEST_SLOT, Program
 from harness.abi.linux import PAGE_SIZE
 from harness.cases.case import Case
 from harness.cases.plan import Plan
@@ -67,7 +67,8 @@ def attribute_no_trace(t: Plan) -> list[Case]:
 # them (`harness.rules.guest.dirty_log`): the KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 bits it enables
 # (by constant name) and its steps; "ring" enables KVM_CAP_DIRTY_LOG_RING instead.
 DIRTY_PROGRAMS = ("store-test", "store-page2", "store-pages-1-3")
-CLEAR_ALL = f"clear {(1 << TEST_PAGES) - 1:#x}"
+EVERY_PAGE = (1 << TEST_PAGES) - 1
+CLEAR_ALL = f"clear {EVERY_PAGE:#x}"
 DIRTY_LOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "get": ((), ("run", "get", "get", "run", "get")),
     "manual": (("KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE",),
@@ -76,15 +77,33 @@ DIRTY_LOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                         ("get", CLEAR_ALL, "get", "run", "get")),
 }
 DIRTY_RING = "ring"
+# Two logging slots (TEST_SLOT and LOG_SLOT, side by side): store-loop writes page 2 of the
+# first and page 1 of the second, and each step names its slot (`harness.rules.guest.dirty_logs`)
+TWO_SLOT_REGS = {"rcx": 2, "rdi": TEST_GPA + 2 * PAGE_SIZE, "rsi": 3 * PAGE_SIZE}
+T, L = TEST_SLOT, LOG_SLOT
+TWO_SLOT_LOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "two-slots-get": ((), ("run", f"get {T}", f"get {L}", f"get {T}", f"get {L}", "run", f"get {L}", f"get {T}")),
+    "two-slots-manual": (("KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE",),
+                         ("run", f"get {T}", f"get {L}", f"clear {T} {EVERY_PAGE:#x}", f"get {T}", f"get {L}",
+                          f"clear {L} {EVERY_PAGE:#x}", f"get {L}", f"get {T}")),
+}
+
+
+RING_FILL_MORE = 8  # pages ring-full's loop writes past the soft limit: they go in after the reset
 
 
 def guest_dirty_logs(t: Plan) -> list[Case]:
-    """Each storing program under each way of collecting the dirty log, and a store into a
-    read-only logging slot, per VM type."""
+    """Each storing program under each way of collecting the dirty log, a store into a
+    read-only logging slot, a loop storing into two logging slots, and one filling the dirty
+    ring past its soft limit, per VM type."""
     return [*(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", p), ("dirty", mode)))
               for vt in t.vm_types for p in DIRTY_PROGRAMS for mode in (*DIRTY_LOGS, DIRTY_RING)),
             *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "store-test"), ("dirty", "get"), ("memory", "readonly")))
-              for vt in t.vm_types)]  # KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES: the store exits, nothing is marked
+              for vt in t.vm_types),  # KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES: the store exits, nothing is marked
+            *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "store-loop"), ("dirty", mode)))
+              for vt in t.vm_types for mode in TWO_SLOT_LOGS),
+            *(Case("guest", "KVM_RUN", FdKind.VCPU, vt, knobs=(("program", "store-loop"), ("dirty", "ring-full")))
+              for vt in t.vm_types)]
 
 
 def zone(name: str, page: int) -> Zone:
