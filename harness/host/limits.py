@@ -16,7 +16,10 @@ MAP_FIXED_NOREPLACE = 0x100000
 # 5-level paging gives user space 56 bits, but only to a mapping asked for above 47 bits
 LA57_PROBE = 1 << 48
 LA57_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
-TDP_PARAMS = ("/sys/module/kvm_intel/parameters/ept", "/sys/module/kvm_amd/parameters/npt")
+# each vendor module's parameter, and the CPU flag without which that module never ran its
+# hardware_setup (a built-in kvm_intel on an AMD CPU still shows its defaults: ept=Y, pml=Y)
+TDP_PARAMS = (("/sys/module/kvm_intel/parameters/ept", "vmx"), ("/sys/module/kvm_amd/parameters/npt", "svm"))
+CPU_FLAGS = re.compile(r"^flags\s*:(.*)$", re.M)
 PML_PARAM = "/sys/module/kvm_intel/parameters/pml"
 PML_LOG_NR_ENTRIES = 512  # arch/x86/kvm/vmx/vmx.h:269; vmx_vm_init() sets cpu_dirty_log_size to it with PML (vmx.c:7776)
 PHYS_BITS = re.compile(r"address sizes\s*:\s*(\d+) bits physical")
@@ -32,15 +35,18 @@ def limits(read: Reader, maps_above_47_bits: bool) -> HostLimits:
     NPT) on, 52 bits otherwise; TASK_SIZE_MAX: 2^56 - page when a mapping above 2^47 can
     be made, else 2^47 - page; kvm_cpu_dirty_log_size(): PML's entries when kvm_intel has
     PML on (vmx.c turns it off without EPT), else 0 (SVM and shadow paging log no dirty pages of their own)."""
-    def on(path: str) -> bool:
-        return (read(path) or "").strip() in ("Y", "1")
+    cpuinfo = read("/proc/cpuinfo") or ""
+    flags = set(f.group(1).split()) if (f := CPU_FLAGS.search(cpuinfo)) else set()
 
-    tdp = any(on(p) for p in TDP_PARAMS)
-    m = PHYS_BITS.search(read("/proc/cpuinfo") or "") if tdp else None
+    def on(path: str, cpu_flag: str) -> bool:
+        return cpu_flag in flags and (read(path) or "").strip() in ("Y", "1")
+
+    tdp = any(on(p, flag) for p, flag in TDP_PARAMS)
+    m = PHYS_BITS.search(cpuinfo) if tdp else None
     return HostLimits(user_limit=(1 << (56 if maps_above_47_bits else 47)) - PAGE_SIZE,
                       gpa_bits=int(m.group(1)) if m else MAX_GPA_BITS,
                       pmd_size=int((read(PMD_SIZE) or "0").strip() or 0), memory_nodes=node_mask(read(HAS_MEMORY) or ""),
-                      cpu_dirty_log_size=PML_LOG_NR_ENTRIES if on(PML_PARAM) else 0)
+                      cpu_dirty_log_size=PML_LOG_NR_ENTRIES if on(PML_PARAM, "vmx") else 0)
 
 
 def node_mask(text: str) -> int:
